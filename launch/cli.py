@@ -1,0 +1,48 @@
+"""The ``asymptote`` command: one subcommand per module, imported only when it is used.
+
+Each subcommand module defines ``add_arguments(parser)`` and ``run(args) -> int``, and keeps
+heavy imports (torch, Megatron) inside ``run`` so ``asymptote --help`` stays fast and
+``asymptote analyze`` never pulls in torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). Add a subcommand by adding a row here.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("asymptote.launch.demo", "run the CPU demo: a tiny sweep and its results table"),
+    "analyze": ("asymptote.analysis.cli_analyze", "analyse a finished sweep: fits, tables, plots"),
+    "fit": ("asymptote.analysis.cli_fit", "fit a scaling law to any CSV table"),
+    "cluster": ("asymptote.slurm.cluster", "start or stop the local test SLURM cluster"),
+}
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="asymptote", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Only the chosen subcommand's module is imported; the others appear in --help by name.
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            module = importlib.import_module(module_name)
+            module.add_arguments(sp)
+            sp.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if getattr(args, "_run", None) is None:
+        parser.print_help()
+        return 2
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
