@@ -31,5 +31,5 @@ class DataConfig:
     split_seed: int = 1234
     """Seed of the train/validation document split and of how documents pack into sequences;
     fixed across runs so every run of a sweep sees the same D tokens."""
-    cache_dir: str = "${oc.env:ASYMPTOTE_CACHE,~/.cache/asymptote}"
+    cache_dir: str = "${oc.env:ASYMPTOTE_CACHE,'~/.cache/asymptote'}"
     """Prepared tokenizers and indexed datasets, shared by all runs (keyed by a content hash)."""

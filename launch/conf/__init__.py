@@ -1,0 +1,1 @@
+"""Hydra config tree of asymptote-train (YAML presets; the schema is launch/config.py)."""

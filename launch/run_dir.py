@@ -1,0 +1,94 @@
+"""A run's folder: its name (readable + config hash), run.json, and the paths inside it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+# Keys that do not change what a run computes: a resubmission with other values (another
+# layout, cadence or output root) must find the same folder and resume it.
+NON_IDENTITY_KEYS = {
+    "out", "name", "parallel", "tags",
+    "train.eval_every", "train.ckpt_every", "train.keep_checkpoints", "train.log_every",
+    "train.crash_at_step", "data.cache_dir", "data.streaming",
+}
+
+
+def _identity(cfg: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in cfg.items():
+        path = f"{prefix}{key}"
+        if path in NON_IDENTITY_KEYS:
+            continue
+        out[key] = _identity(value, path + ".") if isinstance(value, dict) else value
+    return out
+
+
+def config_hash(cfg: dict) -> str:
+    """8 hex digits identifying what the run computes."""
+    blob = json.dumps(_identity(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
+def _short(x: float) -> str:
+    return f"{x:g}".replace("e-0", "e-").replace("e+0", "e")
+
+
+def run_name(cfg: dict) -> str:
+    """E.g. `pretrain-tiny-D131072-E2-lr0.003-wd0.1-s0.0-1a2b3c4d`."""
+    if cfg.get("name"):
+        return cfg["name"]
+    m, d, t, o, s = cfg["model"], cfg["data"], cfg["train"], cfg["optim"], cfg["seed"]
+    return (
+        f"{cfg['job']}-{m['name']}-D{d['seed_tokens']}-E{t['epochs']}-lr{_short(o['lr'])}"
+        f"-wd{_short(o['weight_decay'])}-s{s['train']}.{s['data']}-{config_hash(cfg)}"
+    )
+
+
+class RunDir:
+    """Paths and the run.json record of one run."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    @classmethod
+    def for_config(cls, cfg: dict) -> "RunDir":
+        """The folder `<out>/<name>` of a resolved config."""
+        return cls(Path(cfg["out"]).expanduser() / run_name(cfg))
+
+    @property
+    def tb(self) -> Path:
+        """TensorBoard event folder."""
+        return self.root / "tb"
+
+    @property
+    def checkpoints(self) -> Path:
+        """Checkpoint folder (one subfolder per saved step)."""
+        return self.root / "checkpoints"
+
+    @property
+    def record_path(self) -> Path:
+        """run.json."""
+        return self.root / "run.json"
+
+    def read(self) -> dict[str, Any]:
+        """run.json as a dict ({} when absent)."""
+        try:
+            return json.loads(self.record_path.read_text())
+        except FileNotFoundError:
+            return {}
+
+    def update(self, **fields: Any) -> dict[str, Any]:
+        """Merge `fields` into run.json, written atomically (never half a file)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        record = self.read()
+        record.update(fields)
+        record["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        tmp = self.record_path.with_suffix(f".json.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(record, indent=2, default=str))
+        os.replace(tmp, self.record_path)
+        return record
