@@ -24,7 +24,7 @@ from ..models import checkpoint, gpt, init, parallel, size
 from ..models.optimizer import build_optimizer, build_scheduler
 from .config import RunConfig
 from .run_dir import RunDir
-from .validate import plan_steps
+from .validate import ConfigError, plan_steps
 
 
 def _to_dict(cfg: RunConfig) -> dict:
@@ -89,8 +89,14 @@ class Trainer:
         self.prepared = prepare(cfg.data, val_tokens, progress=info.rank == 0)
         tokenizer_vocab = self.prepared.tokenizer.vocab_size
         self.vocab = cfg.model.vocab_size or size.padded_vocab_size(
-            tokenizer_vocab, cfg.model.vocab_multiple, cfg.parallel.tp
+            tokenizer_vocab, cfg.model.vocab_multiple
         )
+        if self.vocab < tokenizer_vocab or self.vocab % cfg.parallel.tp:
+            raise ConfigError(
+                f"vocabulary {self.vocab} must cover the tokenizer's {tokenizer_vocab} tokens and "
+                f"be divisible by parallel.tp={cfg.parallel.tp}; set model.vocab_multiple or "
+                "model.vocab_size accordingly"
+            )
         self.budget = TrainBudget(self.prepared, cfg.data.seed_tokens, seq)
         self.val = validation_sets(self.prepared, seq, cfg.data.val_sequences)
         self.steps = plan_steps(cfg, self.budget.num_sequences)

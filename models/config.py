@@ -27,7 +27,8 @@ class ModelConfig:
     vocab_size: Optional[int] = None
     """Vocabulary size; null takes it from the tokenizer (padded to a multiple of `vocab_multiple`)."""
     vocab_multiple: int = 128
-    """Pad the vocabulary to a multiple of this (times TP) so embeddings split evenly."""
+    """Pad the vocabulary to a multiple of this (the same under every layout; it must be
+    divisible by `parallel.tp` so embeddings split evenly)."""
     init_std: float = 0.02
     """Std of the normal init; output projections use std / sqrt(2 * layers)."""
     rope_base: float = 10000.0

@@ -51,8 +51,10 @@ def transformer_config(
         hidden_dropout=cfg.dropout,
         attention_dropout=cfg.dropout,
         init_method_std=cfg.init_std,
-        # asymptote.models.init fills the weights the same way under every layout.
-        perform_initialization=False,
+        # Megatron's init also tags tensor-parallel weights (`tensor_model_parallel`), which the
+        # grad-norm needs: with False, TP ranks > 0 drop out of the norm. The values are then
+        # overwritten by asymptote.models.init, identically under every layout.
+        perform_initialization=True,
         tensor_model_parallel_size=parallel.tp,
         pipeline_model_parallel_size=parallel.pp,
         virtual_pipeline_model_parallel_size=parallel.vpp,

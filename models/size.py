@@ -5,10 +5,13 @@ from __future__ import annotations
 from .config import ModelConfig
 
 
-def padded_vocab_size(vocab_size: int, multiple: int, tp: int = 1) -> int:
-    """The vocabulary rounded up so that each tensor-parallel shard is a multiple of `multiple`."""
-    step = multiple * tp
-    return ((vocab_size + step - 1) // step) * step
+def padded_vocab_size(vocab_size: int, multiple: int) -> int:
+    """The vocabulary rounded up to a multiple of `multiple`.
+
+    Deliberately independent of the TP size: padded rows take part in the softmax, so a
+    layout-dependent padding would make TP=2 a different model than TP=1.
+    """
+    return ((vocab_size + multiple - 1) // multiple) * multiple
 
 
 def layer_params(cfg: ModelConfig) -> int:
