@@ -170,11 +170,12 @@ def _decode_fast(matrix: np.ndarray, matrix_rows: np.ndarray, lengths: np.ndarra
     ``matrix`` holds the short payloads right-aligned (from :func:`.tfrecord.scan_records`).
     Returns (ok mask over all records, tags, tag index, step, wall_time, value) for the ok ones.
     """
-    if matrix_rows.size == 0:
+    sel = np.flatnonzero(lengths[matrix_rows] >= 8) if matrix_rows.size else matrix_rows
+    if sel.size == 0:
         return None
-    cand = matrix_rows
+    cand = matrix_rows[sel]
     ln = lengths[cand]
-    m = matrix
+    m = matrix[sel] if sel.size != matrix_rows.size else matrix
     width = m.shape[1]
     n = cand.size
     rows = np.arange(n)
