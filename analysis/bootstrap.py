@@ -85,7 +85,13 @@ def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float,
     if v.size == 0:
         return (float("nan"), float("nan"))
     q = 100 * (1 - level) / 2
-    lo, hi = np.percentile(v, [q, 100 - q])
+    if np.isfinite(v).all():
+        lo, hi = np.percentile(v, [q, 100 - q])
+    else:
+        # Infinite replicates (a loss the baseline never reaches) are legitimate: take order
+        # statistics (no interpolation, so no inf - inf), rounding the interval outwards.
+        lo = np.percentile(v, q, method="lower")
+        hi = np.percentile(v, 100 - q, method="higher")
     return (float(lo), float(hi))
 
 

@@ -237,6 +237,9 @@ class Problem:
             return self._solve(starts, maxiter, least_squares, minimize)
 
     def _solve(self, starts, maxiter, least_squares, minimize):
+        if not self.free:  # everything fixed: evaluate only
+            phi = np.zeros(0)
+            return phi, self.value_grad(phi)[0], True, "all parameters fixed"
         best = None
         bounds = list(zip(np.where(np.isfinite(self.lo), self.lo, None), np.where(np.isfinite(self.hi), self.hi, None)))
         for start in starts:
@@ -254,8 +257,12 @@ class Problem:
                 best = cand
         return best
 
-    def _stationary(self, phi: np.ndarray, grad: np.ndarray, value: float, tol: float = 1e-5) -> bool:
-        """Projected gradient small: components pushing against an active bound do not count."""
+    def _stationary(self, phi: np.ndarray, grad: np.ndarray, value: float, tol: float = 1e-3) -> bool:
+        """Projected gradient small: components pushing against an active bound do not count.
+
+        The objective is scaled by 1/delta^2, so its curvature is large (~n / delta^2): a gradient
+        of 1e-3 relative to the objective means a parameter distance far below any reported digit.
+        """
         g = np.asarray(grad, dtype=float).copy()
         g[(phi <= self.lo) & (g > 0)] = 0.0
         g[(phi >= self.hi) & (g < 0)] = 0.0
@@ -433,8 +440,8 @@ def fit(law: Law | str, X, y, loss: str = "huber", delta: float = HUBER_DELTA,
     """
     law, X, y, notes = prepare(law, X, y, loss, fixed)
     problem = Problem(law, X, y, loss, delta, fixed)
-    grid = law.grid(X, y, fixed, limit=grid_limit)
-    chosen = list(starts or [])
+    grid = law.grid(X, y, fixed, limit=grid_limit) if problem.free else []
+    chosen = list(starts or []) or ([dict(problem.fixed)] if not problem.free else [])
     if grid:
         phis = np.array([problem.phi(g) for g in grid])
         vals = problem.values_many(phis)
@@ -501,11 +508,13 @@ def start_pool(result: FitResult, size: int = 64) -> np.ndarray:
     return phis[np.argsort(vals, kind="stable")[:size]]
 
 
-def extrapolation_check(result: FitResult, input: str | None = None) -> dict:
+def extrapolation_check(result: FitResult, input: str | None = None, label: str | None = None) -> dict:
     """Refit without the points at the largest value of ``input`` (default: the law's first
-    input) and predict them. Returns a dict (``ok`` False with a ``reason`` when impossible)."""
+    input) and predict them. Returns a dict (``ok`` False with a ``reason`` when impossible);
+    ``label`` names the input in messages (e.g. the table column)."""
     law = result.law
     name = input or law.inputs[0]
+    label = label or name
     if name not in law.inputs:
         raise AnalysisError(f"law {law.name!r} has no input {name!r}")
     x = result.X[law.inputs.index(name)]
@@ -515,7 +524,7 @@ def extrapolation_check(result: FitResult, input: str | None = None) -> dict:
     n_train = int(train.sum())
     out = {"input": name, "held_out": top, "n_train": n_train, "n_held_out": int(hold.sum())}
     if n_train < result.n_free:
-        out.update(ok=False, reason=f"only {n_train} point(s) below the largest {name}; "
+        out.update(ok=False, reason=f"only {n_train} point(s) below the largest {label}; "
                                     f"{result.n_free} are needed to refit")
         result.extrapolation = _jsonable(out)
         return result.extrapolation

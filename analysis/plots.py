@@ -115,7 +115,7 @@ def loss_vs_k(path: Path, points: pd.DataFrame, fits: Mapping[tuple, object], ti
 
 def heatmaps(path: Path, tables: Sequence[tuple[str, pd.DataFrame]], row_label: str, col_label: str,
              max_panels: int = 12) -> Path:
-    """One loss heatmap per cell (``tables``: (title, rows x cols table)); lower is darker."""
+    """One loss heatmap per cell (``tables``: (title, rows x cols table)); the best cell is starred."""
     tables = list(tables)[:max_panels]
     ncols = min(3, len(tables))
     nrows = math.ceil(len(tables) / ncols)
@@ -132,10 +132,12 @@ def heatmaps(path: Path, tables: Sequence[tuple[str, pd.DataFrame]], row_label: 
         ax.set_title(title, fontsize=8)
         if np.isfinite(vals).any():
             best = np.unravel_index(np.nanargmin(vals), vals.shape)
+            lo, hi = np.nanmin(vals), np.nanmax(vals)
             for (i, j), v in np.ndenumerate(vals):
                 if np.isfinite(v):
-                    ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=6,
-                            color="w" if (i, j) != best else "r", fontweight="bold" if (i, j) == best else None)
+                    light = hi == lo or (v - lo) / (hi - lo) < 0.5  # viridis_r: low losses are light
+                    ax.text(j, i, f"{v:.3f}" + (" *" if (i, j) == best else ""), ha="center", va="center",
+                            fontsize=6, color="k" if light else "w", fontweight="bold" if (i, j) == best else None)
         ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     return _save(fig, path)
 

@@ -148,7 +148,7 @@ class Report:
             lines.append(quality)
             for w in r.warnings:
                 lines.append(f"  note: {w}")
-            if r.boot is not None and r.boot.note:
+            if r.boot is not None and r.boot.note and not r.exactly_determined:
                 lines.append(f"  note: {r.boot.note}")
         if self.main_fit is not None and self.asymptote is not None:
             iv = self.asymptote_interval
@@ -337,7 +337,7 @@ def _fit_groups(report: Report, law, n_boot, level, seed, loss) -> None:
             continue
         if n_boot:
             bootstrap(r, n=n_boot, level=level, seed=seed)
-        extrapolation_check(r)
+        extrapolation_check(r, label=report.x)
         report.fits[key] = r
         sizes[key] = r.n
     if sizes:
