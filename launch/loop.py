@@ -69,6 +69,9 @@ class Trainer:
     """Everything one rank holds for one run."""
 
     def __init__(self, cfg: RunConfig):
+        import logging
+
+        logging.getLogger("megatron.core").setLevel(logging.WARNING)  # per-layer INFO spam
         self.cfg = cfg
         self.cfg_dict = _to_dict(cfg)
         self.run = RunDir.for_config(self.cfg_dict)

@@ -108,6 +108,14 @@ def enable() -> bool:
     mp_random._get_cuda_rng_state = _cpu_get_rng_state
     mp_random._set_cuda_rng_state = _cpu_set_rng_state
 
+    # The tracker warns when the CPU RNG moves inside a "CUDA" RNG context; here the two are the
+    # same generator by design, so the warning is noise.
+    import logging
+
+    logging.getLogger(mp_random.__name__).addFilter(
+        lambda record: "CPU RNG state changed" not in record.getMessage()
+    )
+
     _MODE = _CudaToCpu()
     _MODE.__enter__()  # gap 3: stays active for the life of the process
     _ENABLED = True
