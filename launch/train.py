@@ -19,6 +19,20 @@ from .validate import ConfigError, validate
 register_schema()
 
 
+def tasks_per_node(tp: int, pp: int, dp: int, nodes: int) -> int:
+    """SLURM tasks per node of one run: its tp x pp x dp ranks spread evenly over `nodes`.
+
+    Resolver ``asymptote.tasks_per_node`` of ``conf/hydra/launcher/slurm.yaml``."""
+    world, nodes = int(tp) * int(pp) * int(dp), int(nodes)
+    if nodes < 1 or world % nodes:
+        raise ValueError(f"tp x pp x dp = {world} ranks cannot be spread evenly over {nodes} "
+                         f"node(s); set hydra.launcher.nodes to a divisor of {world}")
+    return world // nodes
+
+
+OmegaConf.register_new_resolver("asymptote.tasks_per_node", tasks_per_node, replace=True)
+
+
 def _under_launcher() -> bool:
     """True when ranks are provided from outside (torchrun, or SLURM with several tasks)."""
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
@@ -89,6 +103,16 @@ def hydra_main(cfg: DictConfig) -> float | None:
     except ConfigError as exc:
         print(f"asymptote-train: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except Exception:
+        if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and "SLURM_JOB_ID" in os.environ:
+            # Hydra's run_job would catch the error and return it, so the SLURM task would exit
+            # 0 and sacct would say COMPLETED. run.json already holds status failed and the
+            # traceback; print it to the task's log and exit non-zero: sacct says FAILED.
+            import traceback
+
+            traceback.print_exc()
+            raise SystemExit(1) from None
+        raise
     return (final or {}).get("val_loss")
 
 
