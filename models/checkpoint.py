@@ -43,15 +43,18 @@ def latest_step(root: Path) -> int | None:
     return steps[-1] if steps else None
 
 
+def _unwrap(chunk):
+    # The DDP wrapper prefixes its state-dict keys with "module."; load and save the model itself.
+    return getattr(chunk, "module", chunk)
+
+
 def _sharded_state(chunks, optimizer, is_loading: bool) -> dict:
-    model_sd = {f"chunk{i}": c.sharded_state_dict() for i, c in enumerate(chunks)}
+    model_sd = {f"chunk{i}": _unwrap(c).sharded_state_dict() for i, c in enumerate(chunks)}
     state = {"model": model_sd}
     if optimizer is not None:
-        flat = {}
-        for sd in model_sd.values():
-            flat.update(sd)
+        # Nested per chunk: with virtual stages the chunks' local keys repeat.
         state["optimizer"] = optimizer.sharded_state_dict(
-            flat, is_loading=is_loading, metadata=_OPT_METADATA
+            model_sd, is_loading=is_loading, metadata=_OPT_METADATA
         )
     return state
 
@@ -93,14 +96,16 @@ def load(root: Path, step: int, chunks, optimizer) -> dict:
     Returns its `extra` dict."""
     from megatron.core import dist_checkpointing
 
-    from .optimizer import untie_adam_steps
+    from .optimizer import prime_adam_state, untie_adam_steps
 
     path = step_dir(root, step)
+    if optimizer is not None:
+        prime_adam_state(optimizer)
     template = _sharded_state(chunks, optimizer, is_loading=True)
     template["extra"] = None
     state = dist_checkpointing.load(template, str(path))
     for i, chunk in enumerate(chunks):
-        chunk.load_state_dict(state["model"][f"chunk{i}"])
+        _unwrap(chunk).load_state_dict(state["model"][f"chunk{i}"])
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
         untie_adam_steps(optimizer)
@@ -111,10 +116,10 @@ def load_model_only(path: Path, chunks) -> None:
     """Load only the weights of a checkpoint folder (e.g. for evaluation or a new job type)."""
     from megatron.core import dist_checkpointing
 
-    template = {"model": {f"chunk{i}": c.sharded_state_dict() for i, c in enumerate(chunks)}}
+    template = {"model": {f"chunk{i}": _unwrap(c).sharded_state_dict() for i, c in enumerate(chunks)}}
     state = dist_checkpointing.load(template, str(path), strict="assume_ok_unexpected")
     for i, chunk in enumerate(chunks):
-        chunk.load_state_dict(state["model"][f"chunk{i}"])
+        _unwrap(chunk).load_state_dict(state["model"][f"chunk{i}"])
 
 
 def rng_state() -> dict:
