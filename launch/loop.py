@@ -72,6 +72,8 @@ class Trainer:
         import logging
 
         logging.getLogger("megatron.core").setLevel(logging.WARNING)  # per-layer INFO spam
+        # We build GPTDataset indexes in memory on purpose (they are tiny); no need to warn.
+        logging.getLogger("megatron.core.datasets.gpt_dataset").setLevel(logging.ERROR)
         self.cfg = cfg
         self.cfg_dict = _to_dict(cfg)
         self.run = RunDir.for_config(self.cfg_dict)

@@ -1,0 +1,71 @@
+"""`asymptote demo`: the embedded default, end to end on a CPU with no cluster.
+
+Trains the `tiny_sweep` experiment (3 model sizes x 2 weight decays at fixed D and E, on the
+shipped multi-domain corpus) through Hydra multirun with the local launcher, prints the final
+validation losses, and fits the scaling law of the sweep when the analysis module is present.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--out", default="runs/demo", help="sweep folder (default: runs/demo)")
+    parser.add_argument("overrides", nargs="*", help="extra asymptote-train overrides")
+
+
+def results_table(sweep: Path) -> list[dict]:
+    """One row per run folder under `sweep`: model, params, weight decay, status, val loss."""
+    rows = []
+    for record_path in sorted(sweep.glob("*/run.json")):
+        r = json.loads(record_path.read_text())
+        cfg = r.get("config", {})
+        rows.append(
+            {
+                "model": cfg.get("model", {}).get("name"),
+                "params": r.get("params"),
+                "weight_decay": cfg.get("optim", {}).get("weight_decay"),
+                "status": r.get("status"),
+                "val_loss": (r.get("final") or {}).get("val_loss"),
+            }
+        )
+    rows.sort(key=lambda row: (row["params"] or 0, row["weight_decay"] or 0))
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """A fixed-width text table of `results_table` rows."""
+    lines = [f"{'model':<8} {'params':>10} {'wd':>5} {'status':<7} {'val loss':>9}"]
+    for row in rows:
+        loss = f"{row['val_loss']:.4f}" if row["val_loss"] is not None else "-"
+        lines.append(f"{row['model']:<8} {row['params'] or 0:>10,} {row['weight_decay']:>5} "
+                     f"{row['status']:<7} {loss:>9}")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    sweep = Path(args.out)
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    cmd = [sys.executable, "-m", "asymptote.launch.train", "-m", "experiment=tiny_sweep",
+           f"out={sweep}", *args.overrides]
+    print("$ " + " ".join(cmd[2:]).replace("asymptote.launch.train", "asymptote-train"), flush=True)
+    code = subprocess.call(cmd, env=env)
+    rows = results_table(sweep)
+    print("\nFinal validation loss per run (D and E fixed):")
+    print(format_table(rows))
+    if code != 0:
+        print(f"\nthe sweep failed (exit {code}); see the run folders under {sweep}")
+        return code
+    try:
+        from ..analysis.report import analyze_sweep
+    except ImportError:
+        return 0
+    report = analyze_sweep(sweep, sweep / "analysis", x="params", n_boot=200, progress=False)
+    print("\n" + report.summary())
+    return 0
