@@ -7,9 +7,9 @@ are percentile intervals of the replicates.
 
 Resampling: ``cases`` (default) draws points with replacement, redrawing a sample that has
 fewer distinct points than free parameters; ``residuals`` keeps the inputs and adds resampled
-residuals (on the log scale for the Huber objective) to the fitted curve, which keeps the design
-of small grids intact. With as many points as parameters, no interval is computed: the fit
-interpolates and any spread would be an artefact (:attr:`Bootstrap.meaningful` is False).
+leverage-corrected residuals (on the log scale for the Huber objective) to the fitted curve,
+which keeps the design of small grids intact. With as many points as parameters, no interval is computed: the fit
+is exactly determined (it interpolates when it can) and any spread would be an artefact (:attr:`Bootstrap.meaningful` is False).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from .errors import AnalysisError
-from .fit import FitResult, _jsonable, refit, start_pool
+from .fit import FitResult, Problem, _jsonable, refit, start_pool
 from .threads import single_blas_thread
 
 Derived = Mapping[str, Callable[[dict], float]]
@@ -103,6 +103,23 @@ def default_derived(result: FitResult) -> dict[str, Callable[[dict], float]]:
     return {}
 
 
+def modified_residuals(result: FitResult) -> np.ndarray:
+    """Residuals for resampling: on the log scale for the Huber objective, divided by
+    sqrt(1 - leverage) and centred (Davison & Hinkley, 1997), because raw residuals of a fit
+    are smaller than the noise, most of all at high-leverage points and with few points."""
+    pred = result.predict(*result.X)
+    huber = result.loss == "huber"
+    r = (np.log(result.y) - np.log(pred)) if huber else (result.y - pred)
+    problem = Problem(result.law, result.X, result.y, result.loss, result.delta, result.fixed)
+    if problem.free:
+        J = problem.jacobian(problem.phi(result.params))
+        if huber:
+            J = J / pred[:, None]
+        h = np.einsum("ij,ji->i", J, np.linalg.pinv(J))  # diagonal of the hat matrix
+        r = r / np.sqrt(np.clip(1.0 - h, 1e-6, 1.0))
+    return r - r.mean()
+
+
 def bootstrap(result: FitResult, n: int = 1000, level: float = 0.95, seed: int = 0,
               derived: Derived | None = None, method: str = "cases", progress: bool = False) -> Bootstrap:
     """Bootstrap ``result``; stores and returns the :class:`Bootstrap` (``result.boot``)."""
@@ -115,7 +132,7 @@ def bootstrap(result: FitResult, n: int = 1000, level: float = 0.95, seed: int =
                      method=method, seed=seed)
     if result.exactly_determined:
         boot.meaningful = False
-        boot.note = (f"{result.n} points for {result.n_free} parameters: the fit interpolates, so no "
+        boot.note = (f"{result.n} points for {result.n_free} parameters: exactly determined, so no "
                      "confidence interval is meaningful; add points (model sizes) for intervals")
         boot.intervals = {k: (float("nan"), float("nan")) for k in names}
         result.boot = boot
@@ -124,10 +141,7 @@ def bootstrap(result: FitResult, n: int = 1000, level: float = 0.95, seed: int =
     X, y = result.X, result.y
     pool = start_pool(result)
     pred = result.predict(*X)
-    if result.loss == "huber":
-        resid = np.log(y) - np.log(pred)
-    else:
-        resid = y - pred
+    resid = modified_residuals(result) if method == "residuals" else None
     keys = np.stack(X, axis=1)
     rows, full = [], []
     failed = 0

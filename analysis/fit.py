@@ -342,7 +342,7 @@ class FitResult:
 
     @property
     def exactly_determined(self) -> bool:
-        """As many points as free parameters: the curve interpolates, intervals mean nothing."""
+        """As many points as free parameters (or fewer): intervals and R^2 mean nothing."""
         return self.n <= self.n_free
 
     @property
@@ -425,8 +425,8 @@ def prepare(law: Law | str, X, y, loss: str = "huber", fixed: Mapping[str, float
             f"({', '.join(p for p in law.params if p not in (fixed or {}))}) but only {y.size} "
             f"finite point(s) were given; need at least {n_free}")
     if y.size == n_free:
-        notes.append(f"exactly determined: {y.size} points for {n_free} parameters, so the curve passes "
-                     "through every point; R^2 and intervals are not meaningful")
+        notes.append(f"exactly determined: {y.size} points for {n_free} parameters; R^2 and intervals are "
+                     "not meaningful")
     return law, X, y, notes
 
 
@@ -472,28 +472,36 @@ def _result(problem: Problem, phi, obj, success, message, notes, n_starts) -> Fi
             out.warnings.append(f"{p} is at its lower bound 0")
     if not success:
         out.warnings.append(f"optimiser did not report convergence: {message}")
+    if out.exactly_determined and np.max(np.abs(resid) / np.abs(y)) > 1e-6:
+        out.warnings.append(
+            f"the law cannot pass through these {out.n} points within its bounds (largest residual "
+            f"{np.max(np.abs(resid)):.3g}): the data do not follow its shape (e.g. loss not decreasing with x)")
     return out
 
 
 def refit(result: FitResult, X, y, starts: Sequence[Mapping[str, float]], n_local: int = 1,
           grid_phis: np.ndarray | None = None) -> tuple[dict[str, float], float] | None:
-    """Refit the same law and settings to new data from given starts (used by the bootstrap).
+    """Refit the same law and settings to new data (used by the bootstrap).
 
-    ``grid_phis``: extra candidate starts in optimiser coordinates (see :func:`start_pool`); the
-    ``n_local`` best of them on the new data are added. Returns (params, objective) or None.
+    Local optimisation runs from ``starts`` (normally the full-data optimum). ``grid_phis`` are
+    extra candidates in optimiser coordinates (see :func:`start_pool`): the ``n_local`` best of
+    them on the new data are also optimised from, when they already beat that first optimum or
+    it failed. Returns (params, objective) or None when nothing finite was found.
     """
     problem = Problem(result.law, X, y, result.loss, result.delta, result.fixed)
-    chosen = list(starts)
-    if grid_phis is not None and len(grid_phis):
-        vals = problem.values_many(grid_phis)
-        chosen += [problem.params(grid_phis[i]) for i in np.argsort(vals, kind="stable")[:n_local]
-                   if np.isfinite(vals[i])]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        phi, obj, _, _ = problem.solve(chosen)
-    if not np.isfinite(obj) or obj >= 1e29:
+        best = problem.solve(list(starts)) if starts else None
+        if grid_phis is not None and len(grid_phis):
+            vals = problem.values_many(grid_phis)
+            for i in np.argsort(vals, kind="stable")[:n_local]:
+                if np.isfinite(vals[i]) and (best is None or not best[2] or vals[i] < best[1]):
+                    cand = problem.solve([problem.params(grid_phis[i])])
+                    if best is None or cand[1] < best[1]:
+                        best = cand
+    if best is None or not np.isfinite(best[1]) or best[1] >= 1e29:
         return None
-    return problem.params(phi), obj
+    return problem.params(best[0]), best[1]
 
 
 def start_pool(result: FitResult, size: int = 64) -> np.ndarray:

@@ -163,79 +163,74 @@ def load_sweep(sweep: str | os.PathLike, cache_dir: str | os.PathLike | None | b
             to_read += ef.size
     stats.files = len(plan)
 
-    bar = _progress(to_read, progress)
-    segments: list[tuple[FileState, tuple[np.ndarray, ...]]] = []
-    changed = False
-    for run, ef, action, old in plan:
-        full = str(root / ef.rel)
-        if action == "cached":
-            sl = slice(old.row0, old.row0 + old.n)
-            segments.append((old, tuple(old_cols[name][sl] for name, _ in COLUMNS)))
-            stats.files_cached += 1
-            continue
-        changed = True
-        start = old.end if action == "append" else 0
-        try:
-            chunk = read_event_file(full, start=start, verify=verify)
-        except OSError as exc:
-            issues.append(Issue(run.run_id, "damaged", f"{ef.rel}: cannot read ({exc})"))
-            continue
-        read_bytes = max(0, ef.size - start)
-        stats.bytes_read += read_bytes
-        if bar is not None:
-            bar.update(read_bytes)
-        remap = np.array([tag_index.setdefault(ef.prefix + t, len(tag_index)) for t in chunk.tags], dtype=np.int32)
-        new = (remap[chunk.tag] if chunk.tag.size else chunk.tag.astype(np.int32), chunk.step, chunk.wall_time, chunk.value)
-        if action == "append":
-            sl = slice(old.row0, old.row0 + old.n)
-            prev = tuple(old_cols[name][sl] for name, _ in COLUMNS)
-            cols = tuple(np.concatenate([p, q]) for p, q in zip(prev, new))
-            starts = list(old.starts) + [[p + old.n, s] for p, s in chunk.starts]
-            stats.files_appended += 1
-        else:
-            cols = new
-            starts = [[p, s] for p, s in chunk.starts]
-            stats.files_read += 1
-        state = FileState(
-            rel=ef.rel, run_id=run.run_id, prefix=ef.prefix, size=ef.size, mtime_ns=ef.mtime_ns,
-            end=chunk.end, tail=_tail(full, chunk.end), n=int(cols[1].size), starts=starts,
-            monotone=dedupe.monotone(cols[0], cols[1]), truncated=chunk.truncated, damage=chunk.damage,
-        )
-        segments.append((state, cols))
-    if bar is not None:
-        bar.close()
-    # Any file read, added, removed or reordered means a new cache generation.
-    changed = changed or [s.rel for s, _ in segments] != list(old_files)
-    tags = list(tag_index)
-
-    # Stack all segments; row ranges per file.
-    row = 0
-    for state, cols in segments:
-        state.row0 = row
-        row += state.n
-    if old_cols is not None and not changed:
+    # Nothing new (same files, same order, all unchanged): the cached columns are the table.
+    changed = any(action != "cached" for _, _, action, _ in plan) or [ef.rel for _, ef, _, _ in plan] != list(old_files)
+    states: list[FileState] = []
+    if not changed:
+        states = [old for _, _, _, old in plan]
         stacked = {name: old_cols[name] for name, _ in COLUMNS}
+        stats.files_cached = len(plan)
     else:
-        stacked = {
-            name: (np.concatenate([c[i] for _, c in segments]) if segments else np.zeros(0, dtype))
-            for i, (name, dtype) in enumerate(COLUMNS)
-        }
-        changed = True
+        # Points go straight into one growing allocation (pages beyond what is written are never
+        # touched), so the peak is about one copy of the table.
+        store = _Store(capacity=sum(old.n for _, _, a, old in plan if a != "read") + to_read // 24 + 1024)
+        bar = _progress(to_read, progress)
+        for run, ef, action, old in plan:
+            full = str(root / ef.rel)
+            if action == "cached":
+                row0 = store.n
+                store.append([old_cols[name][old.row0 : old.row0 + old.n] for name, _ in COLUMNS])
+                old.row0 = row0
+                states.append(old)
+                stats.files_cached += 1
+                continue
+            start = old.end if action == "append" else 0
+            try:
+                chunk = read_event_file(full, start=start, verify=verify)
+            except OSError as exc:
+                issues.append(Issue(run.run_id, "damaged", f"{ef.rel}: cannot read ({exc})"))
+                continue
+            read_bytes = max(0, ef.size - start)
+            stats.bytes_read += read_bytes
+            if bar is not None:
+                bar.update(read_bytes)
+            remap = np.array([tag_index.setdefault(ef.prefix + t, len(tag_index)) for t in chunk.tags], dtype=np.int32)
+            new = [remap[chunk.tag] if chunk.tag.size else chunk.tag.astype(np.int32), chunk.step, chunk.wall_time, chunk.value]
+            row0 = store.n
+            if action == "append":
+                store.append([old_cols[name][old.row0 : old.row0 + old.n] for name, _ in COLUMNS])
+                starts = list(old.starts) + [[p + old.n, s] for p, s in chunk.starts]
+                stats.files_appended += 1
+            else:
+                starts = [[p, s] for p, s in chunk.starts]
+                stats.files_read += 1
+            store.append(new)
+            n = store.n - row0
+            cols = store.rows(row0, n)
+            states.append(FileState(
+                rel=ef.rel, run_id=run.run_id, prefix=ef.prefix, size=ef.size, mtime_ns=ef.mtime_ns,
+                end=chunk.end, tail=_tail(full, chunk.end), n=n, row0=row0, starts=starts,
+                monotone=dedupe.monotone(cols["tag"], cols["step"]), truncated=chunk.truncated, damage=chunk.damage,
+            ))
+        if bar is not None:
+            bar.close()
+        stacked = store.rows(0, store.n)
+    tags = list(tag_index)
     stats.raw_points = int(stacked["step"].size)
     if cache is not None and changed:
         try:
-            cache.save([s for s, _ in segments], tags, stacked)
+            cache.save(states, tags, stacked)
         except OSError as exc:
             issues.append(Issue(".", "cache", f"could not write the cache at {cache.directory}: {exc}"))
 
-    for state, _ in segments:
+    for state in states:
         if state.damage:
             issues.append(Issue(state.run_id, "damaged", f"{state.rel}: {state.damage}; read up to the damage"))
             log.warning("%s: %s; read up to the damage", state.rel, state.damage)
         elif state.truncated:
             issues.append(Issue(state.run_id, "truncated", f"{state.rel}: ends inside a record (still being written?)"))
 
-    run_codes, keep = _resolve_runs(run_dirs, segments, stacked)
+    run_codes, keep = _resolve_runs(run_dirs, states, stacked)
     scalars = _frame(stacked, run_codes, keep, [r.run_id for r in run_dirs], tags)
     n_points = scalars.groupby("run", observed=False).size().to_dict() if len(scalars) else {}
     runs = runs_frame(run_dirs, n_points)
@@ -251,14 +246,14 @@ def load_sweep(sweep: str | os.PathLike, cache_dir: str | os.PathLike | None | b
     return SweepData(root=root, scalars=scalars, runs=runs, issues=issues, stats=stats)
 
 
-def _resolve_runs(run_dirs: list[RunDir], segments, stacked) -> tuple[np.ndarray, np.ndarray | None]:
+def _resolve_runs(run_dirs: list[RunDir], states: list[FileState], stacked) -> tuple[np.ndarray, np.ndarray | None]:
     """Run code of every row, and the keep-mask after resume purging / de-duplication (None if
     every row is kept)."""
     code_of = {r.run_id: i for i, r in enumerate(run_dirs)}
     n = stacked["step"].size
     run_codes = np.empty(n, dtype=np.int32)
     by_run: dict[str, list[FileState]] = {}
-    for state, _ in segments:
+    for state in states:
         run_codes[state.row0 : state.row0 + state.n] = code_of[state.run_id]
         by_run.setdefault(state.run_id, []).append(state)
     keep = None
@@ -278,6 +273,34 @@ def _resolve_runs(run_dirs: list[RunDir], segments, stacked) -> tuple[np.ndarray
                 keep = np.ones(n, dtype=bool)
             keep[rows[~mask]] = False
     return run_codes, keep
+
+
+class _Store:
+    """Append-only columns in one allocation that grows by copying only when a guess was short."""
+
+    def __init__(self, capacity: int):
+        """``capacity``: expected rows (an over-estimate costs address space, not memory)."""
+        self.n = 0
+        self.cols = {name: np.empty(max(int(capacity), 16), dtype) for name, dtype in COLUMNS}
+
+    def append(self, arrays) -> None:
+        """Append one array per column (same length)."""
+        k = len(arrays[1])
+        need = self.n + k
+        cap = self.cols["step"].size
+        if need > cap:
+            new_cap = max(need, int(cap * 1.5))
+            for name, dtype in COLUMNS:
+                grown = np.empty(new_cap, dtype)
+                grown[: self.n] = self.cols[name][: self.n]
+                self.cols[name] = grown
+        for (name, _), a in zip(COLUMNS, arrays):
+            self.cols[name][self.n : need] = a
+        self.n = need
+
+    def rows(self, start: int, n: int) -> dict[str, np.ndarray]:
+        """Views of rows [start, start + n) of every column."""
+        return {name: col[start : start + n] for name, col in self.cols.items()}
 
 
 def _frame(stacked, run_codes, keep, run_ids, tags) -> pd.DataFrame:

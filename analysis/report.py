@@ -296,7 +296,22 @@ def analyze_sweep(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | Non
 
     cell = (x_col,) + ((group_col,) if group_col else ())
     cert_axes = tuple(a for a in axes if _resolves(a, runs.columns) not in cell)
-    report.best = best_runs(runs, "loss", cell=cell, axes=cert_axes, statuses=statuses)
+    # Finished runs that cannot be placed in a cell or on the grid are listed, not fatal.
+    placed = [c for c in cell + tuple(filter(None, (_resolves(a, runs.columns) for a in cert_axes)))]
+    unplaced = []
+    for run_id in runs.index[usable]:
+        gaps = [c for c in placed if pd.isna(runs.at[run_id, c])]
+        if gaps:
+            unplaced.append({"run_id": run_id, "name": runs.at[run_id, "name"], "status": runs.at[run_id, "status"],
+                             "reason": f"no {', '.join(gaps)} in run.json"})
+    if unplaced:
+        report.missing = pd.concat([report.missing, pd.DataFrame(unplaced)], ignore_index=True)
+        usable = ~runs.index.isin(report.missing["run_id"].dropna())
+        if not usable.any():
+            raise AnalysisError(f"no finished run has all of {', '.join(placed)}")
+    # All runs (failed ones too) define the grids; unplaceable ones are left out.
+    placeable = runs.drop(index=[u["run_id"] for u in unplaced])
+    report.best = best_runs(placeable, "loss", cell=cell, axes=cert_axes, statuses=statuses)
     _fit_groups(report, law_obj, n_boot, level, seed, loss)
     _fit_chinchilla(report, n_boot, level, seed, loss)
     _fit_ensembles(report, n_boot, level, seed)
@@ -370,6 +385,8 @@ def ensemble_points(data: SweepData, runs: pd.DataFrame) -> dict[str, pd.DataFra
     tags (step = K), with N and D from each run's record."""
     tags = [t for t in data.tags() if t.startswith(ENSEMBLE_PREFIX) and t.endswith("/loss")]
     out = {}
+    if not {"params", "seed_tokens"} <= set(runs.columns):
+        return out
     for tag in tags:
         pts = data.scalars[data.scalars["tag"] == tag]
         if pts.empty:
@@ -411,6 +428,9 @@ def _efficiency(report: Report, baseline: str, n_boot, level, seed, loss) -> Non
     """Data efficiency of the best non-baseline results against the baseline's L(D)."""
     runs = report.runs
     col, val = _parse_filter(baseline, runs.columns)
+    if "seed_tokens" not in runs.columns:
+        report.notes.append("data efficiency: runs have no seed_tokens (D)")
+        return
     finished = runs[~runs.index.isin(report.missing["run_id"].dropna())]
     is_base = finished[col].map(lambda v: _matches(v, val))
     base, other = finished[is_base], finished[~is_base]

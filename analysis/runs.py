@@ -84,7 +84,8 @@ def runs_frame(runs: list[RunDir], n_points: dict[str, int]) -> pd.DataFrame:
         if isinstance(final, dict):
             flat = flatten(final, "final.")
             row.update(flat)
-            row["final_keys"] = tuple(flat)  # NaN in run.json (diverged) differs from absent
+            # A NaN final value (diverged) differs from an absent or null one (not evaluated).
+            row["final_keys"] = tuple(k for k, v in flat.items() if v is not None)
         for key, value in meta.items():
             if key not in TOP_LEVEL and key not in ("config", "final") and not isinstance(value, (dict, list)):
                 row.setdefault(key, value)

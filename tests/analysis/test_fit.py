@@ -135,8 +135,19 @@ def test_exactly_determined_fit_is_flagged_and_has_no_intervals():
     assert r.exactly_determined
     assert any("exactly determined" in w for w in r.warnings)
     b = bootstrap(r, n=100)
-    assert not b.meaningful and "interpolates" in b.note
+    assert not b.meaningful and "exactly determined" in b.note
     assert r.interval("E") is None
+    assert r.params == pytest.approx({"E": 2.5, "A": 30.0, "alpha": 0.3}, rel=1e-4)
+    assert not any("cannot pass" in w for w in r.warnings)
+
+
+def test_three_points_the_law_cannot_follow_are_fitted_with_a_warning():
+    """Tiny demo models can overfit: loss rising with size. Fit anyway, never crash, say so."""
+    r = fit("power", np.array([1e6, 3e6, 9e6]), np.array([2.90, 2.95, 3.00]))
+    assert r.exactly_determined
+    assert any("cannot pass through these 3 points" in w for w in r.warnings)
+    # the best a non-increasing curve can do is flat through the middle
+    assert r.predict(np.array([1e6, 3e6, 9e6])) == pytest.approx([2.95] * 3, abs=0.06)
 
 
 @pytest.mark.parametrize("x,y,fixed,match", [

@@ -66,6 +66,9 @@ def test_partial_sweep_is_analysed_and_missing_runs_listed(tmp_path):
                                               {"val_loss": float("nan")}), curves)
     no_json = write_run(tmp_path / "nojson", run_json("nojson", 1, 1, 1, 1, 1, 0, 1, "done", None), curves)
     (no_json / "run.json").unlink()
+    unsized = run_json("unsized", 10**9, 2 * 10**8, 3e-3, 0.8, 8, 0, 20, "done", {"val_loss": 3.0})
+    del unsized["params"]
+    write_run(tmp_path / "unsized", unsized, curves)
     (tmp_path / "manifest.json").write_text(json.dumps({"runs": info["runs"] + ["never_started"]}))
     r = analyze_sweep(tmp_path, tmp_path / "out", n_boot=30, progress=False, cache_dir=False)
     reasons = dict(zip(r.missing["name"], r.missing["reason"]))
@@ -73,8 +76,9 @@ def test_partial_sweep_is_analysed_and_missing_runs_listed(tmp_path):
     assert "no finite val/loss" in reasons["diverged"]
     assert reasons["nojson"] == "no run.json"
     assert reasons["never_started"] == "expected but not found in the sweep"
+    assert reasons["unsized"] == "no params in run.json"
     assert r.main_fit is not None and r.main_fit.n == 4
-    assert "not analysed: 4 run(s)" in r.summary()
+    assert "not analysed: 5 run(s)" in r.summary()
 
 
 def test_empty_and_hopeless_sweeps(tmp_path):
