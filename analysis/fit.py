@@ -455,7 +455,12 @@ def _result(problem: Problem, phi, obj, success, message, notes, n_starts) -> Fi
     """Assemble a :class:`FitResult` with quality measures and bound warnings."""
     law, X, y = problem.law, problem.X_orig, problem.y
     params = problem.params(phi)
-    pred = problem.predict(phi)
+    with np.errstate(all="ignore"):
+        pred = problem.predict(phi)
+    if not np.all(np.isfinite(pred)):
+        bad = [f"{name} in [{np.min(x):.3g}, {np.max(x):.3g}]" for name, x in zip(law.inputs, X)]
+        raise AnalysisError(f"the {law.name!r} law gives non-finite predictions for these inputs ({'; '.join(bad)}); "
+                            "check for zero or negative values where the law divides or takes powers")
     resid = y - pred
     ss_tot = float(np.sum((y - y.mean()) ** 2))
     r2 = 1.0 - float(resid @ resid) / ss_tot if ss_tot > 0 else float("nan")

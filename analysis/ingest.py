@@ -164,7 +164,8 @@ def load_sweep(sweep: str | os.PathLike, cache_dir: str | os.PathLike | None | b
     stats.files = len(plan)
 
     # Nothing new (same files, same order, all unchanged): the cached columns are the table.
-    changed = any(action != "cached" for _, _, action, _ in plan) or [ef.rel for _, ef, _, _ in plan] != list(old_files)
+    changed = (old_cols is None or any(action != "cached" for _, _, action, _ in plan)
+               or [ef.rel for _, ef, _, _ in plan] != list(old_files))
     states: list[FileState] = []
     if not changed:
         states = [old for _, _, _, old in plan]

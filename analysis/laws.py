@@ -77,7 +77,8 @@ class Law:
 
     def starts(self, X: tuple[np.ndarray, ...], y: np.ndarray) -> dict[str, list[float]]:
         """Starting values per parameter for data (X, y); bounds' midpoints where none given."""
-        given = self.start(X, y) if callable(self.start) else (self.start or {})
+        with np.errstate(all="ignore"):  # data-driven guesses may divide by zero on odd inputs
+            given = self.start(X, y) if callable(self.start) else (self.start or {})
         out = {}
         for p in self.params:
             if p in given:

@@ -162,6 +162,11 @@ def test_bad_inputs_give_clear_messages(x, y, fixed, match):
         fit("power", np.array(x), np.array(y), fixed=fixed)
 
 
+def test_inputs_the_law_cannot_take():
+    with pytest.raises(AnalysisError, match="non-finite predictions.*x in \\[0"):
+        fit("power", np.array([0.0, 1.0, 2.0, 4.0]), np.array([5.0, 3.0, 2.5, 2.2]))
+
+
 def test_non_finite_rows_are_dropped_with_a_note():
     N = np.geomspace(1e8, 1e9, 6)
     y = 3.0 + 500.0 / N**0.35
