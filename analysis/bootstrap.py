@@ -95,6 +95,27 @@ def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float,
     return (float(lo), float(hi))
 
 
+def bc_interval(values: np.ndarray, estimate: float, level: float = 0.95) -> tuple[float, float]:
+    """Bias-corrected percentile interval (Efron): percentiles shifted by how far the estimate
+    sits from the replicates' median, which matters for skewed, biased estimators such as a
+    power law's asymptote."""
+    from statistics import NormalDist
+
+    v = np.asarray(values, dtype=float)
+    v = v[~np.isnan(v)]
+    if v.size == 0 or not math.isfinite(estimate):
+        return (float("nan"), float("nan"))
+    p = (np.sum(v < estimate) + 0.5 * np.sum(v == estimate)) / v.size
+    p = min(max(p, 0.5 / v.size), 1 - 0.5 / v.size)
+    nd = NormalDist()
+    z0 = nd.inv_cdf(p)
+    z = nd.inv_cdf(1 - (1 - level) / 2)
+    lo_q, hi_q = nd.cdf(2 * z0 - z), nd.cdf(2 * z0 + z)
+    lo = np.percentile(v, 100 * lo_q, method="lower" if not np.isfinite(v).all() else "linear")
+    hi = np.percentile(v, 100 * hi_q, method="higher" if not np.isfinite(v).all() else "linear")
+    return (float(lo), float(hi))
+
+
 def default_derived(result: FitResult) -> dict[str, Callable[[dict], float]]:
     """The derived quantities every fit reports: its asymptote, when the law has one."""
     if result.law.asymptote:

@@ -215,9 +215,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     root = WORK / f"sweep_{args.shards}x{args.runs_per_shard}x{args.steps}"
     root.mkdir(parents=True, exist_ok=True)
+    reused = all((root / f"shard{s}" / ".complete").exists() for s in range(args.shards))
     t0 = time.perf_counter()
     generate(root, args.shards, args.runs_per_shard, args.steps)
-    gen_secs = time.perf_counter() - t0
+    gen_note = f"reused from {root.relative_to(HERE.parent.parent)}" if reused else f"generated in {time.perf_counter() - t0:.0f} s"
     shards = sorted(root.glob("shard*"))[: args.shards]
     ref = shards[: args.ref_shards]
     dumps = WORK / "dumps"
@@ -262,7 +263,8 @@ def main(argv=None) -> int:
         "(from the repository root, venv active)", "",
         f"- sweep: {len(shards) * args.runs_per_shard} runs x {args.steps} steps x {len(TAGS)} tags = "
         f"{len(shards) * args.runs_per_shard * args.steps * len(TAGS):,} scalar points, {size / 1e6:.0f} MB of event files "
-        f"(generated in {gen_secs:.0f} s; shards of {args.runs_per_shard} runs)",
+        f"({gen_note}; shards of {args.runs_per_shard} runs; every event serialised by TensorBoard's event_pb2 as "
+        "`SummaryWriter.add_scalar` writes it, with correct checksums)",
         f"- reference readers (EventAccumulator with `size_guidance={{'scalars': 0}}`, tbparse `SummaryReader(pivot=False)`) "
         f"read {ref_label} with the same per-run shape; asymptote read those and the full sweep",
         f"- machine: {platform.platform()}, {os.cpu_count()} CPUs shared with other work; each reader in its own process, "

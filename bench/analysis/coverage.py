@@ -2,7 +2,8 @@
 
 Repeated synthetic trials: losses from a known law times log-normal noise -> fit (Huber on log
 residuals) -> bootstrap intervals -> does each interval contain the true value? Coverage is the
-fraction of trials that do, reported with its binomial standard error.
+fraction of trials that do, reported with its binomial standard error, for the percentile
+intervals (``coverage_*``) and, from the same replicates, bias-corrected ones (``coverage_bc_*``).
 
     nice python bench/analysis/coverage.py --trials 200 --boot 200 --points 6 12 --methods cases residuals
 
@@ -21,7 +22,7 @@ import time
 
 import numpy as np
 
-from asymptote.analysis.bootstrap import bootstrap, interval_contains
+from asymptote.analysis.bootstrap import bc_interval, bootstrap, interval_contains
 from asymptote.analysis.fit import fit
 
 TRUTH = {
@@ -62,6 +63,7 @@ def main(argv=None) -> int:
         clean = get_law(args.law).predict(X, truth)
         for method in args.methods:
             hits = {p: 0 for p in truth}
+            hits_bc = {p: 0 for p in truth}
             widths = {p: [] for p in truth}
             t0 = time.perf_counter()
             done = 0
@@ -75,6 +77,7 @@ def main(argv=None) -> int:
                 for p, v in truth.items():
                     iv = b.intervals[p]
                     hits[p] += interval_contains(iv, v)
+                    hits_bc[p] += interval_contains(bc_interval(b.column(p), r.params[p], args.level), v)
                     widths[p].append(iv[1] - iv[0])
             secs = time.perf_counter() - t0
             row = {"law": args.law, "points": n, "method": method, "trials": done, "boot": args.boot,
@@ -82,6 +85,7 @@ def main(argv=None) -> int:
             for p in truth:
                 cov = hits[p] / done if done else float("nan")
                 row[f"coverage_{p}"] = round(cov, 3)
+                row[f"coverage_bc_{p}"] = round(hits_bc[p] / done, 3) if done else None
                 row[f"se_{p}"] = round(math.sqrt(cov * (1 - cov) / done), 3) if done else None
                 row[f"median_width_{p}"] = float(np.median(widths[p])) if widths[p] else None
             results.append(row)

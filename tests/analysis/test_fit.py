@@ -180,3 +180,16 @@ def test_unknown_law_and_missing_inputs():
         get_law("nope")
     with pytest.raises(AnalysisError, match="missing"):
         fit("chinchilla", {"N": np.ones(6)}, np.ones(6))
+
+
+def test_interval_helpers():
+    from asymptote.analysis.bootstrap import bc_interval, percentile_interval
+
+    v = np.random.default_rng(0).normal(0, 1, 4001)
+    # estimate at the replicates' median: bias correction changes nothing
+    assert bc_interval(v, float(np.median(v))) == pytest.approx(percentile_interval(v), abs=0.02)
+    # estimate above most replicates: the interval moves up
+    assert bc_interval(v, 1.0)[0] > percentile_interval(v)[0] + 0.5
+    # infinite replicates (unreachable losses) give infinite bounds, never NaN
+    w = np.concatenate([np.ones(50), np.full(50, np.inf)])
+    assert percentile_interval(w) == (1.0, np.inf)
