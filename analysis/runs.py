@@ -79,7 +79,10 @@ def runs_frame(runs: list[RunDir], n_points: dict[str, int]) -> pd.DataFrame:
         row["name"] = row["name"] or run.run_id
         config = meta.get("config")
         if isinstance(config, dict):
-            row.update(flatten(config))
+            # Top-level record fields win over same-named config keys (e.g. config.name = null).
+            for key, value in flatten(config).items():
+                if row.get(key) is None:
+                    row[key] = value
         final = meta.get("final")
         if isinstance(final, dict):
             flat = flatten(final, "final.")

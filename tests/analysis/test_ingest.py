@@ -58,6 +58,15 @@ def test_duplicates_without_purge_marker_keep_the_newest(tmp_path):
     assert list(zip(got["step"], got["value"])) == [(1, 1.0), (2, 20.0), (3, 31.0), (4, 40.0)]
 
 
+def test_run_record_fields_win_over_same_named_config_keys(tmp_path):
+    run = _run(tmp_path, "r0", job="pretrain")
+    doc = json.loads((run / "run.json").read_text())
+    doc["config"].update(name=None, job="pretrain", out="/somewhere")  # as the training loop writes
+    (run / "run.json").write_text(json.dumps(doc))
+    runs = load_sweep(tmp_path, cache_dir=False, progress=False).runs
+    assert runs.loc["r0", "name"] == "r0" and runs.loc["r0", "out"] == "/somewhere"
+
+
 def test_discovery_nested_orphans_hidden_and_checkpoints(tmp_path):
     _run(tmp_path / "multirun" / "0", "a")          # Hydra-style nesting
     _run(tmp_path, "b")
