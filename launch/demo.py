@@ -66,6 +66,12 @@ def run(args) -> int:
         from ..analysis.report import analyze_sweep
     except ImportError:
         return 0
-    report = analyze_sweep(sweep, sweep / "analysis", x="params", n_boot=200, progress=False)
+    from ..analysis.errors import AnalysisError
+
+    try:
+        report = analyze_sweep(sweep, sweep / "analysis", x="params", n_boot=200, progress=False)
+    except AnalysisError as exc:  # nothing analysable (e.g. no finished run)
+        print(f"\nanalysis skipped: {exc}")
+        return 1
     print("\n" + report.summary())
     return 0
