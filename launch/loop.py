@@ -239,6 +239,21 @@ class Trainer:
         checkpoint.save(self.run.checkpoints, self.step, self.model, self.optimizer, extra,
                         keep=self.cfg.train.keep_checkpoints, protect={self.steps})
 
+    def _keep_tokenizer(self) -> str:
+        """Copy the tokenizer into the run folder (the run stays loadable without the data cache,
+        e.g. on another machine) and return its identity."""
+        import shutil
+
+        from ..models.inference import tokenizer_sha
+
+        self.run.root.mkdir(parents=True, exist_ok=True)
+        target = self.run.root / "tokenizer.json"
+        if not target.exists():
+            tmp = target.with_suffix(f".json.tmp{os.getpid()}")
+            shutil.copyfile(self.prepared.root / "tokenizer.json", tmp)
+            os.replace(tmp, target)
+        return tokenizer_sha(target)
+
     def _record(self, **fields) -> None:
         if self.info.is_logger:
             self.run.update(**fields)
@@ -255,9 +270,10 @@ class Trainer:
             flops_per_token=self.flops_per_token, seed_tokens=cfg.data.seed_tokens,
             epochs=cfg.train.epochs, steps=self.steps, step=self.step,
             world=info.world, layout={"tp": info.tp, "pp": info.pp, "dp": info.dp},
-            tags=dict(cfg.tags), domains=sorted(self.val),
+            tags=dict(cfg.tags), domains=sorted(self.val), vocab=self.vocab,
         )
         if info.is_logger:
+            base["tokenizer_sha"] = self._keep_tokenizer()
             from torch.utils.tensorboard import SummaryWriter
 
             # purge_step drops events logged after the checkpoint we resumed from, so no step
