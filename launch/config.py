@@ -79,7 +79,7 @@ class RunConfig:
     name: Optional[str] = None
     """Run folder name; null derives a readable name with a hash of the resolved config."""
     job: str = "pretrain"
-    """Job type (pretrain now; later ensemble_member, distill, split, cpt, ...)."""
+    """Job type: one of asymptote.launch.jobs.JOBS (pretrain, and the jobs other issues add)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     """Model architecture (pick a preset with `model=<name>`)."""
     data: DataConfig = field(default_factory=DataConfig)

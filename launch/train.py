@@ -14,6 +14,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from .config import RunConfig, register_schema
+from .jobs import job_function
 from .validate import ConfigError, validate
 
 register_schema()
@@ -53,9 +54,8 @@ def _rank_main(local_rank: int, cfg_yaml: str, world: int, port: int) -> None:
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
     )
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from .loop import run_training
-
-    run_training(to_run_config(OmegaConf.create(cfg_yaml)))
+    run_cfg = to_run_config(OmegaConf.create(cfg_yaml))
+    job_function(run_cfg.job)(run_cfg)
 
 
 def to_run_config(cfg: DictConfig) -> RunConfig:
@@ -74,16 +74,12 @@ def launch(cfg: DictConfig) -> dict:
         from ..slurm import env as slurm_env  # sets RANK/WORLD_SIZE/MASTER_* from SLURM
 
         slurm_env.export_torch_env()
-        from .loop import run_training
-
-        return run_training(run_cfg)
+        return job_function(run_cfg.job)(run_cfg)
     validate(run_cfg)
     world = p.tp * p.pp * p.dp
     if world == 1:
         os.environ.setdefault("MASTER_PORT", str(free_port()))
-        from .loop import run_training
-
-        return run_training(run_cfg)
+        return job_function(run_cfg.job)(run_cfg)
     import torch.multiprocessing as mp
 
     mp.start_processes(

@@ -26,8 +26,12 @@ def plan_steps(cfg: RunConfig, num_sequences: int) -> int:
 
 def validate(cfg: RunConfig, world: int | None = None) -> int:
     """Raise ConfigError on the first problem; return the data-parallel size."""
+    from .jobs import JOBS, known_jobs
+
     m, p, t = cfg.model, cfg.parallel, cfg.train
     errors = []
+    if cfg.job not in JOBS:
+        errors.append(f"job={cfg.job!r} is not a job type; use one of {', '.join(known_jobs())}")
     if m.hidden % m.heads:
         errors.append(f"model.hidden={m.hidden} is not divisible by model.heads={m.heads}")
     if m.heads % m.kv_heads:

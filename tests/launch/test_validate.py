@@ -48,3 +48,10 @@ def test_run_name_ignores_layout_but_not_hyperparameters():
     other_wd = {**base, "optim": {**base["optim"], "weight_decay": 0.8}}
     assert run_name(base) == run_name(other_layout)
     assert run_name(base) != run_name(other_wd)
+
+
+def test_unknown_job_type_is_refused_with_the_known_ones():
+    cfg = RunConfig()
+    cfg.job = "pretrian"
+    with pytest.raises(ConfigError, match="job='pretrian' is not a job type; use one of .*pretrain"):
+        validate(cfg)

@@ -1,0 +1,31 @@
+"""Job types of `asymptote-train` (`job=<name>`): each names the function every rank runs.
+
+A job function takes the typed RunConfig and returns the run's final metrics (a dict; the
+Hydra app returns its `val_loss` to sweepers). Modules are imported only when their job runs.
+Add a job type by adding a row here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+# name -> "module:function"
+JOBS: dict[str, str] = {
+    "pretrain": "asymptote.launch.loop:run_training",
+}
+
+
+def known_jobs() -> list[str]:
+    """Job names accepted by `job=`."""
+    return sorted(JOBS)
+
+
+def job_function(name: str) -> Callable:
+    """The function that runs job `name` on one rank."""
+    if name not in JOBS:
+        from .validate import ConfigError
+
+        raise ConfigError(f"job={name!r} is not a job type; use one of {', '.join(known_jobs())}")
+    module, func = JOBS[name].split(":")
+    return getattr(importlib.import_module(module), func)
