@@ -56,6 +56,9 @@ class TrainConfig:
     """Write train/* scalars every this many steps."""
     precision: str = "auto"
     """`bf16`, `fp32`, or `auto` (bf16 on GPU, fp32 on CPU). Parameters stay fp32."""
+    max_restarts: int = 10
+    """A run folder started more often than this (requeues, crashes, resubmissions) fails
+    instead of starting again: a run that keeps dying should be looked at, not retried forever."""
     crash_at_step: Optional[int] = None
     """Testing crash recovery: SIGKILL every rank right after this step (no cleanup)."""
 

@@ -23,6 +23,7 @@ from ..data.prepare import prepare
 from ..models import checkpoint, gpt, init, parallel, size
 from ..models.optimizer import build_optimizer, build_scheduler
 from .config import RunConfig
+from .preemption import PreemptionWatch, Preempted, RunBusyError, RunLock
 from .run_dir import RunDir
 from .validate import ConfigError, plan_steps
 
@@ -82,8 +83,34 @@ class Trainer:
             cfg.train.precision == "auto" and torch.cuda.is_available()
         )
         self.writer = None
+        self.lock = RunLock(self.run.root)
+        self.watch = None
 
     # ----------------------------------------------------------------- set-up
+    def admit(self) -> None:
+        """Before any work, agreed by all ranks: this job may train the run folder (no other job
+        holds it) and the run has not been restarted more than train.max_restarts times."""
+        code, message = 0, ""
+        if self.info.is_logger:
+            try:
+                self.lock.acquire()
+                restarts = self.run.read().get("restarts", -1) + 1
+                if restarts > self.cfg.train.max_restarts:
+                    code, message = 2, (
+                        f"run {self.run.root.name} was restarted {restarts} times (limit "
+                        f"train.max_restarts={self.cfg.train.max_restarts}); look at its log for "
+                        "why it keeps stopping, then raise the limit to continue")
+            except RunBusyError as exc:
+                code, message = 1, str(exc)
+        flag = torch.tensor([float(code)], device=self.info.device)
+        if self.info.world > 1:
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        code = int(flag.item())
+        if code == 1:
+            raise RunBusyError(message or "the run folder is held by another job (see rank logs)")
+        if code == 2:
+            raise RuntimeError(message or "too many restarts (see the logger rank's log)")
+
     def setup(self) -> None:
         from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
         from megatron.core.distributed import finalize_model_grads
@@ -226,6 +253,7 @@ class Trainer:
         if not losses:
             return
         self._log("val/loss", losses["__all__"], self.step)
+        self._record(step=self.step, val_loss=losses["__all__"])
         for domain, loss in losses.items():
             if domain != "__all__":
                 self._log(f"val/{domain}/loss", loss, self.step)
@@ -261,6 +289,7 @@ class Trainer:
     # ----------------------------------------------------------------- main
     def fit(self) -> dict:
         cfg, info = self.cfg, self.info
+        self.admit()
         self.setup()
         resumed = self.resume()
         base = dict(
@@ -291,6 +320,7 @@ class Trainer:
         tokens_per_step = cfg.train.global_batch * cfg.model.seq_len
         eval_every, ckpt_every = cfg.train.eval_every, cfg.train.ckpt_every
         last_loss = None
+        self.watch = PreemptionWatch()
         while self.step < self.steps:
             t0 = time.perf_counter()
             loss, grad_norm = self.train_step()
@@ -310,7 +340,16 @@ class Trainer:
                 self._log_eval(self.evaluate())
             if ckpt_every and self.step % ckpt_every == 0 and self.step < self.steps:
                 self._save()
-                self._record(step=self.step)
+                self._record(step=self.step, train_loss=last_loss)
+            if self.watch.agreed(info.device):
+                # Preemption or the time limit is near: checkpoint now, then requeue (run_training).
+                if checkpoint.latest_step(self.run.checkpoints) != self.step:
+                    self._save()
+                self._record(status="requeued", step=self.step, train_loss=last_loss)
+                if self.writer is not None:
+                    self.writer.close()
+                raise Preempted(f"stopped by a preemption/timeout signal at step {self.step}, "
+                                "after a checkpoint")
             if cfg.train.crash_at_step is not None and self.step == cfg.train.crash_at_step:
                 if self.writer is not None:
                     self.writer.flush()
@@ -346,10 +385,26 @@ def run_training(cfg: RunConfig) -> dict:
     try:
         trainer = Trainer(cfg)
         return trainer.fit()
+    except Preempted:
+        parallel.shutdown()
+        try:
+            if trainer.watch.hand_over():  # submitit requeues from rank 0 (and exits there)
+                return {}
+        except Exception as exc:  # e.g. submitit: timed out too many times, not requeued
+            trainer._record(status="failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        trainer._record(status="stopped")
+        raise
+    except RunBusyError:
+        raise  # the folder belongs to the other job: leave its run.json alone
     except BaseException as exc:
         if trainer is not None and not isinstance(exc, KeyboardInterrupt):
             trainer.run.update(status="failed", error=f"{type(exc).__name__}: {exc}",
                                traceback=traceback.format_exc(), step=trainer.__dict__.get("step"))
         raise
     finally:
+        if trainer is not None:
+            if trainer.watch is not None:
+                trainer.watch.close()
+            trainer.lock.release()
         parallel.shutdown()

@@ -94,11 +94,16 @@ def launch(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def hydra_main(cfg: DictConfig) -> float | None:
     """Hydra entry: returns the final validation loss (what a sweeper would minimise)."""
+    from .preemption import Preempted, RunBusyError
+
     try:
         final = launch(cfg)
-    except ConfigError as exc:
+    except (ConfigError, RunBusyError) as exc:
         print(f"asymptote-train: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except Preempted as exc:
+        print(f"asymptote-train: {exc}; run the same command again to resume", file=sys.stderr)
+        raise SystemExit(3) from None
     except Exception:
         if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and "SLURM_JOB_ID" in os.environ:
             # Hydra's run_job would catch the error and return it, so the SLURM task would exit
