@@ -17,6 +17,12 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("asymptote.analysis.cli_analyze", "analyse a finished sweep: fits, tables, plots"),
     "fit": ("asymptote.analysis.cli_fit", "fit a scaling law to any CSV table"),
     "cluster": ("asymptote.slurm.cluster", "start or stop the local test SLURM cluster"),
+    "status": ("asymptote.slurm.status", "show each point of a sweep: pending, running, done..."),
+    "resubmit": ("asymptote.slurm.resubmit", "submit a sweep's failed or missing points again"),
+    "plan": ("asymptote.launch.plan", "validate a sweep and print its arrays, resources and cost"),
+    "ensemble-eval": ("asymptote.launch.ensemble",
+                      "ensemble validation loss for K = 1..members, logit and probability mean"),
+    "data": ("asymptote.data.cli", "data tools: `data cluster` splits a corpus into k domains"),
 }
 
 

@@ -14,7 +14,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from .config import RunConfig, register_schema
-from .jobs import job_function
+from .jobs import job_function, prepare_config
+from .launchers import register_launchers
 from .validate import ConfigError, validate
 
 register_schema()
@@ -32,6 +33,11 @@ def tasks_per_node(tp: int, pp: int, dp: int, nodes: int) -> int:
 
 
 OmegaConf.register_new_resolver("asymptote.tasks_per_node", tasks_per_node, replace=True)
+# Part of the sweep folder's name: two sweeps started in the same second get different folders.
+# Cached, and Hydra copies resolver caches into each point's config, so every point (and a SLURM
+# task re-composing its config) sees the launching process's value.
+OmegaConf.register_new_resolver("asymptote.pid", os.getpid, use_cache=True, replace=True)
+register_launchers()
 
 
 def _under_launcher() -> bool:
@@ -67,6 +73,7 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
 def launch(cfg: DictConfig) -> dict:
     """Validate, then train on this process or on locally spawned ranks."""
     OmegaConf.resolve(cfg)
+    cfg = prepare_config(cfg)  # job-specific derivations (e.g. an ensemble member's seeds)
     run_cfg = to_run_config(cfg)
     p = run_cfg.parallel
     if _under_launcher():

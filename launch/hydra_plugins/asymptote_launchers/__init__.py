@@ -1,0 +1,16 @@
+"""asymptote's Hydra launchers, where Hydra looks for plugins (the `hydra_plugins` namespace).
+
+Hydra only instantiates launcher classes defined under `hydra_plugins`, and a submitted SLURM
+task unpickles its launcher by this module path. The behaviour lives in
+`asymptote.launch.launchers`; these names only place it where Hydra accepts it.
+"""
+
+from asymptote.launch import launchers as _impl
+
+
+class LocalSweepLauncher(_impl.LocalSweepLauncher):
+    """See asymptote.launch.launchers.LocalSweepLauncher."""
+
+
+class SlurmSweepLauncher(_impl.SlurmSweepLauncher):
+    """See asymptote.launch.launchers.SlurmSweepLauncher."""
