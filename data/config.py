@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List
+from typing import List, Optional
 
 
 @dataclass
@@ -31,5 +31,11 @@ class DataConfig:
     split_seed: int = 1234
     """Seed of the train/validation document split and of how documents pack into sequences;
     fixed across runs so every run of a sweep sees the same D tokens."""
+    prepared: Optional[str] = None
+    """A prepared-data folder used instead of preparing `corpus` (the output of
+    `asymptote data cluster`): its tokenizer, training documents and per-cluster validation sets."""
+    train_domain: Optional[str] = None
+    """Train only on this domain's documents (a cluster name of the `prepared` folder, e.g. `c0`);
+    null: the whole mixture. Validation still covers every domain."""
     cache_dir: str = "${oc.env:ASYMPTOTE_CACHE,'~/.cache/asymptote'}"
     """Prepared tokenizers and indexed datasets, shared by all runs (keyed by a content hash)."""

@@ -7,7 +7,7 @@ error); the YAML files in launch/conf/ are presets on top of it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from ..data.config import DataConfig
 from ..models.config import ModelConfig, ParallelConfig
@@ -52,6 +52,10 @@ class TrainConfig:
     """Checkpoint every this many steps (and always at the end); 0: only at the end."""
     keep_checkpoints: int = 2
     """Most recent periodic checkpoints kept on disk (the final one is always kept)."""
+    keep_at_tokens: List[int] = field(default_factory=list)
+    """Training-token counts (the D grid of split runs) at which a checkpoint is saved and never
+    deleted, so `job=split` can start from the model after D tokens without retraining. Each
+    must be a multiple of global_batch x seq_len and at most the run's total tokens."""
     log_every: int = 1
     """Write train/* scalars every this many steps."""
     precision: str = "auto"

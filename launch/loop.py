@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from ..data.datasets import TrainBudget, validation_sets
-from ..data.prepare import prepare
+from ..data.sources import prepare_data
 from ..models import checkpoint, gpt, init, parallel, size
 from ..models.optimizer import build_optimizer, build_scheduler
 from .config import RunConfig
@@ -83,6 +83,8 @@ class Trainer:
             cfg.train.precision == "auto" and torch.cuda.is_available()
         )
         self.writer = None
+        # Jobs that start from other weights set this: evaluate and log at step 0 first.
+        self.eval_at_start = False
         self.lock = RunLock(self.run.root)
         self.watch = None
 
@@ -118,7 +120,7 @@ class Trainer:
         cfg, info = self.cfg, self.info
         seq = cfg.model.seq_len
         val_tokens = cfg.data.val_sequences * seq + 1
-        self.prepared = prepare(cfg.data, val_tokens, progress=info.rank == 0)
+        self.prepared = prepare_data(cfg.data, val_tokens, progress=info.rank == 0)
         tokenizer_vocab = self.prepared.tokenizer.vocab_size
         self.vocab = cfg.model.vocab_size or size.padded_vocab_size(
             tokenizer_vocab, cfg.model.vocab_multiple
@@ -132,6 +134,13 @@ class Trainer:
         self.budget = TrainBudget(self.prepared, cfg.data.seed_tokens, seq)
         self.val = validation_sets(self.prepared, seq, cfg.data.val_sequences)
         self.steps = plan_steps(cfg, self.budget.num_sequences)
+        # Checkpoints at the D grid (train.keep_at_tokens) are saved and never deleted.
+        tokens_per_step = cfg.train.global_batch * seq
+        self.keep_steps = {t // tokens_per_step for t in cfg.train.keep_at_tokens}
+        beyond = sorted(t for t in cfg.train.keep_at_tokens if t > self.steps * tokens_per_step)
+        if beyond:
+            raise ConfigError(f"train.keep_at_tokens {beyond} exceed the run's "
+                              f"{self.steps * tokens_per_step} training tokens")
 
         chunks = gpt.build_model_chunks(cfg.model, cfg.parallel, self.vocab, self.bf16)
         init.init_weights(chunks, cfg.seed.train, cfg.model.init_std, cfg.model.layers)
@@ -265,7 +274,8 @@ class Trainer:
         extra = {"step": self.step, "scheduler": self.scheduler.state_dict(),
                  "rng": checkpoint.rng_state()}
         checkpoint.save(self.run.checkpoints, self.step, self.model, self.optimizer, extra,
-                        keep=self.cfg.train.keep_checkpoints, protect={self.steps})
+                        keep=self.cfg.train.keep_checkpoints,
+                        protect={self.steps} | self.keep_steps)
 
     def _keep_tokenizer(self) -> str:
         """Copy the tokenizer into the run folder (the run stays loadable without the data cache,
@@ -292,6 +302,7 @@ class Trainer:
         self.admit()
         self.setup()
         resumed = self.resume()
+        tokens_per_step = cfg.train.global_batch * cfg.model.seq_len
         base = dict(
             name=self.run.root.name, job=cfg.job, status="running", error=None,
             config=self.cfg_dict, params=self.params,
@@ -300,6 +311,7 @@ class Trainer:
             epochs=cfg.train.epochs, steps=self.steps, step=self.step,
             world=info.world, layout={"tp": info.tp, "pp": info.pp, "dp": info.dp},
             tags=dict(cfg.tags), domains=sorted(self.val), vocab=self.vocab,
+            kept_tokens={str(s * tokens_per_step): s for s in sorted(self.keep_steps)},
         )
         if info.is_logger:
             base["tokenizer_sha"] = self._keep_tokenizer()
@@ -317,7 +329,12 @@ class Trainer:
                   f"layout tp{info.tp} pp{info.pp} dp{info.dp})"
                   + (f", resumed at step {self.step}" if resumed else ""), flush=True)
 
-        tokens_per_step = cfg.train.global_batch * cfg.model.seq_len
+        if self.eval_at_start and not resumed:
+            # Jobs that start from other weights (split, cpt) log the loss they start from.
+            start = self.evaluate()
+            self._log_eval(start)
+            self._record(start={f"val/{d}/loss" if d != "__all__" else "val_loss": v
+                                for d, v in start.items()})
         eval_every, ckpt_every = cfg.train.eval_every, cfg.train.ckpt_every
         last_loss = None
         self.watch = PreemptionWatch()
@@ -338,7 +355,8 @@ class Trainer:
                               self.step)
             if eval_every and self.step % eval_every == 0 and self.step < self.steps:
                 self._log_eval(self.evaluate())
-            if ckpt_every and self.step % ckpt_every == 0 and self.step < self.steps:
+            periodic = bool(ckpt_every) and self.step % ckpt_every == 0
+            if (periodic or self.step in self.keep_steps) and self.step < self.steps:
                 self._save()
                 self._record(step=self.step, train_loss=last_loss)
             if self.watch.agreed(info.device):

@@ -14,6 +14,7 @@ from typing import Any
 NON_IDENTITY_KEYS = {
     "out", "name", "parallel", "tags",
     "train.eval_every", "train.ckpt_every", "train.keep_checkpoints", "train.log_every",
+    "train.keep_at_tokens",
     "train.crash_at_step", "train.max_restarts", "data.cache_dir", "data.streaming",
 }
 

@@ -78,6 +78,23 @@ def validate(cfg: RunConfig, world: int | None = None) -> int:
             f"data.tokenizer={cfg.data.tokenizer!r} does not exist; give a tokenizer.json or a "
             "local Hugging Face tokenizer folder, or data.tokenizer=train"
         )
+    tokens_per_step = t.global_batch * m.seq_len
+    bad = [x for x in t.keep_at_tokens if x <= 0 or x % tokens_per_step]
+    if bad:
+        errors.append(
+            f"train.keep_at_tokens {bad}: each must be a positive multiple of the tokens per step "
+            f"(train.global_batch x model.seq_len = {tokens_per_step}) so a checkpoint lands on it"
+        )
+    if cfg.data.train_domain and not cfg.data.prepared:
+        errors.append(
+            f"data.train_domain={cfg.data.train_domain!r} needs data.prepared (a folder written by "
+            "`asymptote data cluster`, which keeps one training set per domain)"
+        )
+    if cfg.data.prepared and not (Path(cfg.data.prepared).expanduser() / "manifest.json").is_file():
+        errors.append(
+            f"data.prepared={cfg.data.prepared!r} is not a prepared-data folder (no manifest.json); "
+            "give the --out folder of a finished `asymptote data cluster`"
+        )
     if t.precision not in ("auto", "bf16", "fp32"):
         errors.append(f"train.precision={t.precision!r}: use auto, bf16 or fp32")
     if errors:
