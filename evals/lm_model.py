@@ -29,6 +29,7 @@ for how the `lm_eval` command finds it without an import).
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Sequence
@@ -40,6 +41,8 @@ from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
 from ..models.ensemble import COMBINATIONS, combined_log_probs
+
+log = logging.getLogger(__name__)
 
 
 class EnsembleError(ValueError):
@@ -130,10 +133,11 @@ class AsymptoteLM(TemplateLM):
         if combine not in COMBINATIONS:
             raise EnsembleError(f"combine={combine!r}: use one of {', '.join(COMBINATIONS)}")
         if device is not None:
-            want_cuda = str(device).startswith("cuda")
-            if want_cuda and not torch.cuda.is_available():
-                raise EnsembleError(f"device={device!r} but CUDA is not available here; "
-                                    "leave --device out to evaluate on CPU")
+            # lm_eval's CLI passes --device (default cuda:0) whether or not there is a GPU: the
+            # model runs where asymptote runs (GPU when CUDA is available, else CPU).
+            if str(device).startswith("cuda") and not torch.cuda.is_available():
+                log.info("device=%s requested but CUDA is not available: evaluating on CPU",
+                         device)
             if str(device) == "cpu" and torch.cuda.is_available():
                 raise EnsembleError("device=cpu but CUDA is available: asymptote evaluates on "
                                     "the GPU when there is one; hide it with "

@@ -11,6 +11,7 @@ from typing import Any, List, Optional
 
 from ..data.config import DataConfig
 from ..models.config import ModelConfig, ParallelConfig
+from .config_evaluate import EvaluateConfig
 
 
 @dataclass
@@ -101,6 +102,8 @@ class RunConfig:
     """TP x PP x DP layout."""
     tags: dict[str, Any] = field(default_factory=dict)
     """Free-form labels copied into run.json (e.g. ensemble name and member index)."""
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    """Downstream evaluation through lm-eval (job=evaluate; launch/config_evaluate.py)."""
 
 
 def register_schema() -> None:

@@ -13,6 +13,7 @@ from typing import Callable
 # name -> "module:function"
 JOBS: dict[str, str] = {
     "pretrain": "asymptote.launch.loop:run_training",
+    "evaluate": "asymptote.evals.evaluate:run_evaluate",
 }
 
 

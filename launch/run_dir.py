@@ -16,6 +16,9 @@ NON_IDENTITY_KEYS = {
     "train.eval_every", "train.ckpt_every", "train.keep_checkpoints", "train.log_every",
     "train.keep_at_tokens",
     "train.crash_at_step", "train.max_restarts", "data.cache_dir", "data.streaming",
+    # job=evaluate writes into the runs it evaluates (or an ensemble folder named by its
+    # members): its settings never name a training run.
+    "evaluate",
 }
 
 
