@@ -11,6 +11,7 @@ from typing import Any, List, Optional
 
 from ..data.config import DataConfig
 from ..models.config import ModelConfig, ParallelConfig
+from .config_domains import CPTConfig, SplitConfig
 from .config_evaluate import EvaluateConfig
 
 
@@ -102,6 +103,10 @@ class RunConfig:
     """TP x PP x DP layout."""
     tags: dict[str, Any] = field(default_factory=dict)
     """Free-form labels copied into run.json (e.g. ensemble name and member index)."""
+    split: SplitConfig = field(default_factory=SplitConfig)
+    """Split specialists (job=split): base run, D and cluster (launch/config_domains.py)."""
+    cpt: CPTConfig = field(default_factory=CPTConfig)
+    """Continued pre-training with replay (job=cpt) (launch/config_domains.py)."""
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     """Downstream evaluation through lm-eval (job=evaluate; launch/config_evaluate.py)."""
 

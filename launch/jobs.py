@@ -13,6 +13,7 @@ from typing import Callable
 # name -> "module:function"
 JOBS: dict[str, str] = {
     "pretrain": "asymptote.launch.loop:run_training",
+    "split": "asymptote.launch.split:run_split",
     "evaluate": "asymptote.evals.evaluate:run_evaluate",
 }
 

@@ -353,7 +353,8 @@ class Trainer:
                     peak = _peak_flops() * info.world
                     self._log("perf/mfu", self.flops_per_token * tokens_per_step / dt / peak,
                               self.step)
-            if eval_every and self.step % eval_every == 0 and self.step < self.steps:
+            at_eval = bool(eval_every) and self.step % eval_every == 0
+            if (at_eval or self.step in self.keep_steps) and self.step < self.steps:
                 self._log_eval(self.evaluate())
             periodic = bool(ckpt_every) and self.step % ckpt_every == 0
             if (periodic or self.step in self.keep_steps) and self.step < self.steps:
@@ -397,11 +398,12 @@ def _peak_flops() -> float:
     return float(os.environ.get("ASYMPTOTE_PEAK_FLOPS", 312e12))
 
 
-def run_training(cfg: RunConfig) -> dict:
-    """Train one run on this rank; on error record it in run.json (status failed) and re-raise."""
+def run_training(cfg: RunConfig, make_trainer=None) -> dict:
+    """Train one run on this rank; on error record it in run.json (status failed) and re-raise.
+    `make_trainer(cfg)` builds the Trainer (a subclass for jobs that start from other weights)."""
     trainer = None
     try:
-        trainer = Trainer(cfg)
+        trainer = (make_trainer or Trainer)(cfg)
         return trainer.fit()
     except Preempted:
         parallel.shutdown()
