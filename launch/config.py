@@ -13,6 +13,7 @@ from ..data.config import DataConfig
 from ..models.config import ModelConfig, ParallelConfig
 from .config_domains import CPTConfig, SplitConfig
 from .config_evaluate import EvaluateConfig
+from .config_ensembles import DistillConfig, EnsembleConfig, GenerateConfig
 
 
 @dataclass
@@ -109,6 +110,12 @@ class RunConfig:
     """Continued pre-training with replay (job=cpt) (launch/config_domains.py)."""
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     """Downstream evaluation through lm-eval (job=evaluate; launch/config_evaluate.py)."""
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    """Ensemble members and ensemble evaluation (launch/config_ensembles.py)."""
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    """Teacher generation (job=generate)."""
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    """Distillation students (job=distill)."""
 
 
 def register_schema() -> None:

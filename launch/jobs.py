@@ -13,6 +13,8 @@ from typing import Callable
 # name -> "module:function"
 JOBS: dict[str, str] = {
     "pretrain": "asymptote.launch.loop:run_training",
+    "ensemble_member": "asymptote.launch.ensemble:run_member",
+    "ensemble_eval": "asymptote.launch.ensemble:run_eval",
     "split": "asymptote.launch.split:run_split",
     "evaluate": "asymptote.evals.evaluate:run_evaluate",
 }
@@ -31,3 +33,16 @@ def job_function(name: str) -> Callable:
         raise ConfigError(f"job={name!r} is not a job type; use one of {', '.join(known_jobs())}")
     module, func = JOBS[name].split(":")
     return getattr(importlib.import_module(module), func)
+
+
+def prepare_config(cfg):
+    """Apply the job's config derivation, if its module defines ``prepare_config(DictConfig)``.
+
+    Runs once, before validation and before the run folder is named, in the process that
+    launches (its result is what spawned ranks receive), so every rank and the folder name see
+    the same derived values (e.g. an ensemble member's seeds)."""
+    if cfg.get("job") not in JOBS:
+        return cfg
+    module = importlib.import_module(JOBS[cfg.job].split(":")[0])
+    hook = getattr(module, "prepare_config", None)
+    return hook(cfg) if hook is not None else cfg

@@ -21,12 +21,24 @@ NON_IDENTITY_KEYS = {
     "evaluate",
 }
 
+# Config sections read only by some jobs: part of a run's identity only for those jobs (so
+# adding a section leaves every other job's folder names unchanged).
+JOB_SECTIONS = {
+    "ensemble": {"ensemble_member", "ensemble_eval"},
+    "generate": {"generate"},
+    "distill": {"distill"},
+    "split": {"split"},
+    "cpt": {"cpt"},
+}
+
 
 def _identity(cfg: dict, prefix: str = "") -> dict:
     out = {}
     for key, value in cfg.items():
         path = f"{prefix}{key}"
         if path in NON_IDENTITY_KEYS:
+            continue
+        if not prefix and key in JOB_SECTIONS and cfg.get("job") not in JOB_SECTIONS[key]:
             continue
         out[key] = _identity(value, path + ".") if isinstance(value, dict) else value
     return out
