@@ -59,6 +59,27 @@ def _sharded_state(chunks, optimizer, is_loading: bool) -> dict:
     return state
 
 
+def _shield_writer_process() -> None:
+    """Start dist_checkpointing's long-lived results-queue process with SIGUSR2 ignored.
+
+    The torch_dist writer keeps a multiprocessing Manager (a separate process) for the life of
+    the job. SLURM delivers its preemption/timeout signal (USR2) to every process of the job
+    step, and USR2's default action kills that Manager, so the next save, the one meant to
+    save the preempted run, dies with BrokenPipeError. An ignored signal stays ignored in the
+    spawned child, so the Manager survives; our own ranks keep their handler."""
+    import signal
+
+    from megatron.core.dist_checkpointing.strategies import filesystem_async
+
+    if getattr(filesystem_async, "_results_queue", None) is not None:
+        return
+    previous = signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    try:
+        filesystem_async._get_write_results_queue()
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+
+
 def save(root: Path, step: int, chunks, optimizer, extra: dict, keep: int, protect: set[int] = frozenset()) -> Path:
     """Save model, optimizer and `extra` (plain, picklable) as the checkpoint of `step`.
 
@@ -76,6 +97,7 @@ def save(root: Path, step: int, chunks, optimizer, extra: dict, keep: int, prote
     dist.barrier()
     state = _sharded_state(chunks, optimizer, is_loading=False)
     state["extra"] = extra  # not sharded: rank 0 writes it once
+    _shield_writer_process()
     dist_checkpointing.save(state, str(tmp))
     dist.barrier()
     if rank == 0:
