@@ -19,6 +19,7 @@ else
 endif
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/asymptote eval hook install   # `lm_eval --model asymptote` (evals/lm_eval_plugin.py)
 	@touch $@
 
 demo: install

@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("asymptote.analysis.cli_analyze", "analyse a finished sweep: fits, tables, plots"),
     "fit": ("asymptote.analysis.cli_fit", "fit a scaling law to any CSV table"),
     "cluster": ("asymptote.slurm.cluster", "start or stop the local test SLURM cluster"),
+    "eval": ("asymptote.evals.cli", "lm-eval hook, offline task pack, benchmark recipes and snapshots"),
     "status": ("asymptote.slurm.status", "show each point of a sweep: pending, running, done..."),
     "resubmit": ("asymptote.slurm.resubmit", "submit a sweep's failed or missing points again"),
     "plan": ("asymptote.launch.plan", "validate a sweep and print its arrays, resources and cost"),
