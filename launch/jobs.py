@@ -16,6 +16,7 @@ JOBS: dict[str, str] = {
     "ensemble_member": "asymptote.launch.ensemble:run_member",
     "ensemble_eval": "asymptote.launch.ensemble:run_eval",
     "split": "asymptote.launch.split:run_split",
+    "cpt": "asymptote.launch.cpt:run_cpt",
     "evaluate": "asymptote.evals.evaluate:run_evaluate",
 }
 
