@@ -15,6 +15,8 @@ JOBS: dict[str, str] = {
     "pretrain": "asymptote.launch.loop:run_training",
     "ensemble_member": "asymptote.launch.ensemble:run_member",
     "ensemble_eval": "asymptote.launch.ensemble:run_eval",
+    "generate": "asymptote.launch.generate:run_generate",
+    "distill": "asymptote.launch.distill:run_distill",
     "split": "asymptote.launch.split:run_split",
     "cpt": "asymptote.launch.cpt:run_cpt",
     "evaluate": "asymptote.evals.evaluate:run_evaluate",
