@@ -24,6 +24,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "ensemble-eval": ("asymptote.launch.ensemble",
                       "ensemble validation loss for K = 1..members, logit and probability mean"),
     "data": ("asymptote.data.cli", "data tools: `data cluster` splits a corpus into k domains"),
+    "analyze-split": ("asymptote.analysis.cli_split",
+                      "fit L(N, D, D') to job=split runs: optimal split, break-even, plots"),
 }
 
 
