@@ -16,9 +16,6 @@ NON_IDENTITY_KEYS = {
     "train.eval_every", "train.ckpt_every", "train.keep_checkpoints", "train.log_every",
     "train.keep_at_tokens",
     "train.crash_at_step", "train.max_restarts", "data.cache_dir", "data.streaming",
-    # job=evaluate writes into the runs it evaluates (or an ensemble folder named by its
-    # members): its settings never name a training run.
-    "evaluate",
 }
 
 # Config sections read only by some jobs: part of a run's identity only for those jobs (so
@@ -29,6 +26,7 @@ JOB_SECTIONS = {
     "distill": {"distill"},
     "split": {"split"},
     "cpt": {"cpt"},
+    "evaluate": {"evaluate"},
 }
 
 
