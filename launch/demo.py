@@ -16,6 +16,8 @@ from pathlib import Path
 
 def add_arguments(parser) -> None:
     parser.add_argument("--out", default="runs/demo", help="sweep folder (default: runs/demo)")
+    parser.add_argument("--no-ensemble", action="store_true",
+                        help="skip the ensemble stage (3 members, L(K), a distilled student)")
     parser.add_argument("overrides", nargs="*", help="extra asymptote-train overrides")
 
 
@@ -74,4 +76,10 @@ def run(args) -> int:
         print(f"\nanalysis skipped: {exc}")
         return 1
     print("\n" + report.summary())
-    return 0
+    if getattr(args, "no_ensemble", False):
+        return 0
+    from .demo_ensemble import run_stage
+
+    # A sibling folder, so `asymptote analyze <sweep>` keeps analysing the size sweep alone.
+    print("\nEnsemble stage:", flush=True)
+    return run_stage(sweep.parent / f"{sweep.name}_ensemble", env)
