@@ -42,9 +42,19 @@ def add_arguments(parser) -> None:
     c.add_argument("--shard", type=int, default=None,
                    help="this task's shard for --stage assign (default $SLURM_ARRAY_TASK_ID)")
     c.add_argument("--quiet", action="store_true", help="no progress messages")
+    from .shards import add_prepare_arguments
+
+    add_prepare_arguments(sub.add_parser(
+        "prepare", help="tokenize a run's corpus once, in parallel shards (SLURM array or local)",
+        description="Build the prepared-data cache entry a run config uses (tokenizer, "
+        "train.bin/.idx, per-domain validation), with tokenization split over --shards tasks."))
 
 
 def run(args) -> int:
+    if args.data_command == "prepare":
+        from .shards import run_prepare
+
+        return run_prepare(args)
     if args.data_command != "cluster":
         print("usage: asymptote data cluster <corpus> --k K --out DIR  (see --help)", file=sys.stderr)
         return 2

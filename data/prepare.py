@@ -73,7 +73,16 @@ def cache_key(cfg: DataConfig, val_tokens_per_domain: int) -> str:
 
 def prepare(cfg: DataConfig, val_tokens_per_domain: int, progress: bool = True) -> PreparedData:
     """Return the prepared entry for `cfg`, building it first if no complete one exists."""
-    root = Path(os.path.expanduser(cfg.cache_dir)) / "data" / cache_key(cfg, val_tokens_per_domain)
+    if cfg.tokenizer != "train":
+        path = Path(cfg.tokenizer).expanduser()
+        if not (path / "tokenizer.json" if path.is_dir() else path).is_file():
+            # Checked before the corpus is read (which can take long on a large one).
+            raise FileNotFoundError(
+                f"data.tokenizer={cfg.tokenizer!r}: no tokenizer there; give a tokenizer.json "
+                "file or a local Hugging Face tokenizer folder containing one, or set "
+                "data.tokenizer=train to train a BPE on the corpus"
+            )
+    root = cache_root(cfg, val_tokens_per_domain)
     root.mkdir(parents=True, exist_ok=True)
     manifest_path = root / "manifest.json"
     with open(root / ".lock", "w") as lock:
@@ -88,18 +97,24 @@ def _is_validation(text: str, seen_in_domain: int, split_seed: int) -> bool:
     return (zlib.crc32(text[:256].encode()) + split_seed + seen_in_domain) % VAL_EVERY == 0
 
 
-def _build(cfg: DataConfig, root: Path, val_tokens_per_domain: int, progress: bool) -> None:
-    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+def cache_root(cfg: DataConfig, val_tokens_per_domain: int) -> Path:
+    """The cache folder of the prepared entry for `cfg`."""
+    return Path(os.path.expanduser(cfg.cache_dir)) / "data" / cache_key(cfg, val_tokens_per_domain)
+
+
+def plan_split(cfg: DataConfig, root: Path, val_tokens_per_domain: int,
+               progress: bool) -> tuple[np.ndarray, Tokenizer]:
+    """Pass 1: decide which documents are held out, and (if asked) train the tokenizer on
+    training text only; writes `root/tokenizer.json`. Returns (is_validation per document in
+    corpus order, tokenizer)."""
     from tqdm import tqdm
 
-    # Pass 1: decide the split and (if asked) train the tokenizer on training text only.
     val_chars: dict[str, int] = {}
     seen: dict[str, int] = {}
     is_val: list[bool] = []
     sample: list[str] = []
     sample_chars = 0
-    docs = iter_documents(cfg)
-    for doc in tqdm(docs, desc="reading corpus", unit="doc", disable=not progress):
+    for doc in tqdm(iter_documents(cfg), desc="reading corpus", unit="doc", disable=not progress):
         n = seen.get(doc.domain, 0)
         seen[doc.domain] = n + 1
         # ~4 chars per token: stop adding validation documents once the quota is surely met
@@ -123,60 +138,84 @@ def _build(cfg: DataConfig, root: Path, val_tokens_per_domain: int, progress: bo
     tmp_tok = root / "tokenizer.json.tmp"
     tokenizer.save(tmp_tok)
     os.replace(tmp_tok, root / "tokenizer.json")
+    return np.asarray(is_val, dtype=bool), tokenizer
 
-    # Pass 2: tokenize and write the indexed datasets (documents separated by EOD).
-    dtype = np.uint16 if tokenizer.vocab_size < 65500 else np.int32
-    train = IndexedDatasetBuilder(str(root / "train.bin"), dtype=dtype)
+
+def token_dtype(tokenizer: Tokenizer):
+    """The smallest integer type that holds every token id."""
+    return np.uint16 if tokenizer.vocab_size < 65500 else np.int32
+
+
+def tokenize_range(cfg: DataConfig, tokenizer: Tokenizer, is_val: np.ndarray, start: int,
+                   stop: int, out: Path, progress: bool) -> dict:
+    """Pass 2 over documents [start, stop) of the corpus: write `out/train.bin/.idx` and
+    `out/val_<domain>.bin/.idx` (documents separated by EOD). Returns the token counts."""
+    from itertools import islice
+
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+    from tqdm import tqdm
+
+    dtype = token_dtype(tokenizer)
+    out.mkdir(parents=True, exist_ok=True)
+    train = IndexedDatasetBuilder(str(out / "train.bin"), dtype=dtype)
     val_builders: dict[str, IndexedDatasetBuilder] = {}
-    train_tokens: dict[str, int] = {}
-    val_tokens: dict[str, int] = {}
-    train_docs = 0
+    counts = {"train_docs": 0, "train_tokens": {}, "val_tokens": {}}
     batch: list = []
 
     def flush():
-        nonlocal train_docs
         for (doc, val), ids in zip(batch, tokenizer.encode_batch([d.text for d, _ in batch])):
             ids.append(tokenizer.eod)
             arr = np.asarray(ids, dtype=dtype)
             if val:
                 if doc.domain not in val_builders:
                     val_builders[doc.domain] = IndexedDatasetBuilder(
-                        str(root / f"val_{doc.domain}.bin"), dtype=dtype
+                        str(out / f"val_{doc.domain}.bin"), dtype=dtype
                     )
                 val_builders[doc.domain].add_document(arr, [len(arr)])
-                val_tokens[doc.domain] = val_tokens.get(doc.domain, 0) + len(arr)
+                tokens = counts["val_tokens"]
             else:
                 train.add_document(arr, [len(arr)])
-                train_tokens[doc.domain] = train_tokens.get(doc.domain, 0) + len(arr)
-                train_docs += 1
+                tokens = counts["train_tokens"]
+                counts["train_docs"] += 1
+            tokens[doc.domain] = tokens.get(doc.domain, 0) + len(arr)
         batch.clear()
 
-    for doc, val in tqdm(
-        zip(iter_documents(cfg), is_val), total=len(is_val), desc="tokenizing", unit="doc",
-        disable=not progress,
-    ):
-        batch.append((doc, val))
+    documents = islice(iter_documents(cfg), start, stop)
+    for doc, val in tqdm(zip(documents, is_val[start:stop]), total=stop - start,
+                         desc="tokenizing", unit="doc", disable=not progress):
+        batch.append((doc, bool(val)))
         if len(batch) >= 256:
             flush()
     flush()
-    train.finalize(str(root / "train.idx"))
+    train.finalize(str(out / "train.idx"))
     for domain, builder in val_builders.items():
-        builder.finalize(str(root / f"val_{domain}.idx"))
-    if train_docs == 0:
-        raise ValueError("no training documents left after the validation split; use a larger corpus")
+        builder.finalize(str(out / f"val_{domain}.idx"))
+    return counts
 
+
+def write_manifest(cfg: DataConfig, root: Path, tokenizer: Tokenizer, counts: dict,
+                   val_tokens_per_domain: int) -> None:
+    """Check the counts and write `manifest.json`, atomically: the entry is complete from here."""
+    if counts["train_docs"] == 0:
+        raise ValueError("no training documents left after the validation split; use a larger corpus")
     manifest = {
         "format": FORMAT_VERSION,
         "files": [str(p) for p in corpus_files(cfg)],
         "tokenizer": cfg.tokenizer,
         "vocab_size": tokenizer.vocab_size,
         "eod": tokenizer.eod,
-        "train_docs": train_docs,
-        "train_tokens": train_tokens,
-        "val_tokens": val_tokens,
+        "train_docs": counts["train_docs"],
+        "train_tokens": counts["train_tokens"],
+        "val_tokens": counts["val_tokens"],
         "val_tokens_per_domain_requested": val_tokens_per_domain,
         "split_seed": cfg.split_seed,
     }
     tmp = root / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, root / "manifest.json")  # the entry is complete only from here on
+    os.replace(tmp, root / "manifest.json")
+
+
+def _build(cfg: DataConfig, root: Path, val_tokens_per_domain: int, progress: bool) -> None:
+    is_val, tokenizer = plan_split(cfg, root, val_tokens_per_domain, progress)
+    counts = tokenize_range(cfg, tokenizer, is_val, 0, len(is_val), root, progress)
+    write_manifest(cfg, root, tokenizer, counts, val_tokens_per_domain)

@@ -135,3 +135,29 @@ def test_preemption_and_hard_requeue_resume_exactly(slurm_env, data_cache, tmp_p
     assert [s for s, _ in want] == list(range(1, 97))
     for (step, x), (_, y) in zip(got, want):
         assert abs(x - y) <= 1e-6 * abs(y), f"step {step}: requeued {x} vs uninterrupted {y}"
+
+
+def test_tokenization_runs_as_an_array_and_equals_the_serial_build(slurm_env, tmp_path):
+    import os
+    import re
+
+    from asymptote.data.config import DataConfig
+    from asymptote.data.prepare import prepare
+
+    env = dict(os.environ, ASYMPTOTE_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1",
+               PYTHONWARNINGS="ignore")
+    proc = subprocess.run(
+        [str(REPO / ".venv/bin/asymptote"), "data", "prepare", "model=tiny",
+         "hydra/launcher=slurm", "hydra.launcher.timeout_min=5", "--shards", "3"],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    array = re.search(r"submitted tokenization array (\d+) \(3 shards\)", proc.stdout).group(1)
+    rows = subprocess.run(["sacct", "-n", "-P", "-X", "-j", array, "-o", "JobID,State"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    assert sorted(rows) == [f"{array}_{i}|COMPLETED" for i in range(3)], rows
+    serial = prepare(DataConfig(cache_dir=str(tmp_path / "serial")), 16 * 128 + 1,
+                     progress=False)
+    (sharded,) = (tmp_path / "cache" / "data").iterdir()
+    assert sharded.name == serial.root.name
+    for f in serial.root.glob("*.[bi][id][nx]"):
+        assert f.read_bytes() == (sharded / f.name).read_bytes(), f.name
