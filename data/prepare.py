@@ -99,7 +99,14 @@ def _is_validation(text: str, seen_in_domain: int, split_seed: int) -> bool:
 
 def cache_root(cfg: DataConfig, val_tokens_per_domain: int) -> Path:
     """The cache folder of the prepared entry for `cfg`."""
-    return Path(os.path.expanduser(cfg.cache_dir)) / "data" / cache_key(cfg, val_tokens_per_domain)
+    cache_dir = cfg.cache_dir
+    if "${" in cache_dir:
+        # A DataConfig built in Python (not through Hydra) still holds the interpolation
+        # `${oc.env:ASYMPTOTE_CACHE,...}`; resolve it rather than create a folder of that name.
+        from omegaconf import OmegaConf
+
+        cache_dir = OmegaConf.create({"dir": cache_dir}).dir
+    return Path(os.path.expanduser(cache_dir)) / "data" / cache_key(cfg, val_tokens_per_domain)
 
 
 def plan_split(cfg: DataConfig, root: Path, val_tokens_per_domain: int,
