@@ -16,6 +16,9 @@ from pathlib import Path
 
 def add_arguments(parser) -> None:
     parser.add_argument("--out", default="runs/demo", help="sweep folder (default: runs/demo)")
+    parser.add_argument("--split", action="store_true",
+                        help="run only the split-training stage (cluster the corpus, a base on the "
+                        "mixture, one specialist per cluster, per-cluster loss table) in <out>_split")
     parser.add_argument("--no-ensemble", action="store_true",
                         help="skip the ensemble stage (3 members, L(K), a distilled student)")
     parser.add_argument("overrides", nargs="*", help="extra asymptote-train overrides")
@@ -54,6 +57,10 @@ def run(args) -> int:
     sweep = Path(args.out)
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
+    if getattr(args, "split", False):
+        from .demo_split import run_stage as run_split_stage
+
+        return run_split_stage(sweep.parent / f"{sweep.name}_split", env)
     cmd = [sys.executable, "-m", "asymptote.launch.train", "-m", "experiment=tiny_sweep",
            f"out={sweep}", *args.overrides]
     print("$ " + " ".join(cmd[2:]).replace("asymptote.launch.train", "asymptote-train"), flush=True)
