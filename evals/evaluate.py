@@ -7,9 +7,10 @@ array with `hydra/launcher=slurm`).
 
 Where results go:
 - a single run: its own folder. `downstream.json` keeps every evaluation (by checkpoint step and
-  task), run.json gets `downstream` (the latest step's metrics: the analysis run table shows
-  them as `downstream.<task>.<metric>` columns), and the run's TensorBoard gets
-  `downstream/<task>/<metric>` at the checkpoint step.
+  task), run.json gets `downstream` (the latest step's metrics per task) and the same values as
+  `final["downstream/<task>/<metric>"]` (what the analysis reads as a run's final metric:
+  `final.downstream/<task>/<metric>` columns, `analyze_sweep(metric="downstream/<task>/acc")`),
+  and the run's TensorBoard gets `downstream/<task>/<metric>` at the checkpoint step.
 - an ensemble: a folder `<out>/<name>` of its own, with a run.json (job evaluate, members,
   K, combined parameter count, D and E of its members, `downstream`), `downstream.json` and
   `tb/`, so the analysis reads ensembles as runs (accuracy vs N and K).
@@ -174,7 +175,13 @@ def record_results(folder: Path, step: int, metrics: dict, meta: dict) -> dict:
     for e in data["evaluations"]:  # the latest step's value of every task
         for task, row in e["metrics"].items():
             latest[task] = {**row, "step": e["step"]}
-    RunDir(folder).update(downstream=latest)
+    # also as `final.downstream/<task>/<metric>`: the analysis takes a metric's final value
+    # from run.json's `final` (analyze_sweep(metric="downstream/arc_easy/acc"), runs.csv columns)
+    run_dir = RunDir(folder)
+    final = dict(run_dir.read().get("final") or {})
+    final.update({f"downstream/{task}/{metric}": value for task, row in latest.items()
+                  for metric, value in row.items() if metric != "step"})
+    run_dir.update(downstream=latest, final=final)
     writer = SummaryWriter(str(folder / "tb"), filename_suffix=".downstream")
     for task, row in metrics.items():
         for metric, value in row.items():

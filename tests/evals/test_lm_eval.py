@@ -23,6 +23,12 @@ TRAIN = ["model=tiny", "data.seed_tokens=65536", "train.epochs=2", "train.global
 CHANCE = 0.25  # asymptote_continuation has 4 options
 
 
+def _subprocess_ready() -> None:
+    """Loading a model in this process (ensure_distributed) exported MASTER_PORT, which its
+    process group now listens on: child processes must pick their own."""
+    os.environ.pop("MASTER_PORT", None)
+
+
 @pytest.fixture(scope="module")
 def trained(data_cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval-runs")
@@ -34,6 +40,7 @@ def trained(data_cache, tmp_path_factory):
 def other_tokenizer_run(data_cache, tmp_path_factory):
     """A tiny run whose tokenizer differs (a 1024-token BPE instead of 4096)."""
     out = tmp_path_factory.mktemp("eval-other-tok")
+    _subprocess_ready()
     run_train(data_cache, "model=tiny", "data.vocab_size=1024", "data.seed_tokens=2048",
               "train.global_batch=4", "train.micro_batch=4", f"out={out}")
     return only_run(out)
@@ -234,6 +241,7 @@ def test_recipe_reads_a_local_snapshot(trained, tmp_path, monkeypatch):
 
 def test_evaluate_job_writes_tensorboard_json_and_ensemble_folders(trained, data_cache, tmp_path):
     out = tmp_path / "evals"
+    _subprocess_ready()
     proc = run_train(data_cache, "-m", "job=evaluate", f"out={out}",
                      f"evaluate.runs=[{trained}],[{trained},{trained}]",
                      "evaluate.tasks=[asymptote_continuation]", "evaluate.limit=30",
@@ -257,9 +265,11 @@ def test_evaluate_job_writes_tensorboard_json_and_ensemble_folders(trained, data
     from asymptote.analysis.ingest import load_sweep
 
     sweep = load_sweep(out, cache_dir=False, progress=False)
-    row = sweep.runs.set_index("run").loc["pair"]
+    row = sweep.runs.loc["pair"]
     assert row["ensemble_size"] == 2
-    assert row["downstream.asymptote_continuation.acc"] == pytest.approx(acc)
+    assert row["final.downstream/asymptote_continuation/acc"] == pytest.approx(acc)
+    assert json.loads((trained / "run.json").read_text())["final"][
+        "downstream/asymptote_continuation/acc"] == acc
     tags = set(sweep.scalars["tag"])
     assert "downstream/asymptote_continuation/acc" in tags
 
@@ -272,6 +282,7 @@ def test_lm_eval_command_line_finds_the_model(trained, tmp_path):
     install()  # idempotent; what `make install` / `asymptote eval hook install` do
     assert installed()
     lm_eval_bin = Path(sys.executable).parent / "lm_eval"
+    _subprocess_ready()
     env = train_env(tmp_path)
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     proc = subprocess.run(
