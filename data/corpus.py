@@ -65,17 +65,42 @@ def iter_documents(cfg: DataConfig, files: list[Path] | None = None) -> Iterator
     for path in files if files is not None else corpus_files(cfg):
         builder = _builder(path)
         if builder == "text":
-            yield Document(path.read_text(errors="replace"), path.stem.split(".")[0])
+            yield Document(path.read_text(errors="replace"), _domain(path.stem.split(".")[0], path))
             continue
-        ds = datasets.load_dataset(
-            builder, data_files=str(path), split="train", streaming=cfg.streaming
+        if path.stat().st_size == 0:
+            continue  # `datasets` fails on an empty file with an unrelated error
+        try:
+            ds = datasets.load_dataset(
+                builder, data_files=str(path), split="train", streaming=cfg.streaming
+            )
+            for row in ds:
+                text = row.get(cfg.text_key)
+                if text is None:
+                    raise KeyError(
+                        f"{path}: rows have no {cfg.text_key!r} field; set data.text_key to the "
+                        f"field holding the text (fields: {sorted(row)})"
+                    )
+                if text.strip():
+                    yield Document(text, _domain(str(row.get(cfg.domain_key) or "all"), path))
+        except (KeyError, CorpusError):
+            raise
+        except Exception as exc:  # datasets/pyarrow parse errors name neither file nor line
+            cause = exc.__cause__ or exc.__context__ or exc
+            raise CorpusError(
+                f"data.corpus file {path} cannot be read as {builder}: {type(cause).__name__}: "
+                f"{cause}; fix the file or remove it from data.corpus"
+            ) from exc
+
+
+class CorpusError(ValueError):
+    """A corpus file that cannot be read as what its suffix says."""
+
+
+def _domain(name: str, path: Path) -> str:
+    """A domain name, checked: it names files of the prepared data (val_<domain>.bin)."""
+    if "/" in name or "\\" in name or name in (".", ".."):
+        raise CorpusError(
+            f"{path}: domain {name!r} cannot name a file (no '/', '\\', '.' or '..'); rename the "
+            "domain in the corpus or point data.domain_key at another field"
         )
-        for row in ds:
-            text = row.get(cfg.text_key)
-            if text is None:
-                raise KeyError(
-                    f"{path}: rows have no {cfg.text_key!r} field; set data.text_key to the "
-                    f"field holding the text (fields: {sorted(row)})"
-                )
-            if text.strip():
-                yield Document(text, str(row.get(cfg.domain_key) or "all"))
+    return name
