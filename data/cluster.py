@@ -157,6 +157,9 @@ class SentenceEmbedder:
 
             self._tok = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
             self._model = AutoModel.from_pretrained(self.path, local_files_only=True).eval()
+            positions = getattr(self._model.config, "max_position_embeddings", None)
+            if positions:  # never longer than the model's positions
+                self.max_length = min(self.max_length, int(positions))
 
     def embed(self, texts: list[str]) -> np.ndarray:
         import torch

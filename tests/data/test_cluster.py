@@ -135,3 +135,55 @@ def test_cli(tmp_path):
     bad = subprocess.run(cmd[:7] + ["500"] + cmd[8:], capture_output=True, text=True)
     assert bad.returncode == 2
     assert "--k 500 is larger than the number of documents (120)" in bad.stderr
+
+
+def _tiny_encoder(folder):
+    """A small randomly initialised BERT saved as a local model folder (no download)."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder.mkdir()
+    words = sorted({w for ws in TOPICS.values() for w in ws} | {"note"})
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    (folder / "vocab.txt").write_text("\n".join(specials + words + [str(i) for i in range(50)]) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))
+    tok.save_pretrained(folder)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=64,
+                         max_position_embeddings=64)).save_pretrained(folder)
+    return folder
+
+
+def test_sentence_embedding_model_from_a_local_folder(tmp_path):
+    model = _tiny_encoder(tmp_path / "encoder")
+    corpus = write_topics(tmp_path / "topics.jsonl", docs_per_topic=20)
+    cfg = ClusterConfig(corpus=[str(corpus)], k=3, embedder=str(model), vocab_size=300,
+                        val_tokens=33)
+    cluster_corpus(cfg, tmp_path / "out", stage="fit", progress=False)
+    for shard in range(2):  # the pickled embedder reloads the model in each assign task
+        cluster_corpus(cfg, tmp_path / "out", stage="assign", shard=shard, shards=2, progress=False)
+    report = cluster_corpus(cfg, tmp_path / "out", stage="write", shards=2, progress=False)
+    assert report["embedder"] == str(model) and report["documents"] == 60
+    assert all(len(c["top_terms"]) == 10 for c in report["clusters"].values())
+    # the assignment is the nearest centroid of the model's mean-pooled embeddings, computed
+    # here directly with transformers (a random model: no claim about the clusters' quality)
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    texts = [json.loads(line)["text"] for line in corpus.read_text().splitlines()]
+    tok = AutoTokenizer.from_pretrained(model)
+    enc = tok(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
+    with torch.no_grad():
+        hidden = AutoModel.from_pretrained(model).eval()(**enc).last_hidden_state
+    mask = enc["attention_mask"].unsqueeze(-1).float()
+    emb = ((hidden * mask).sum(1) / mask.sum(1)).numpy()
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    centroids = np.load(tmp_path / "out" / "model" / "centroids.npy")
+    nearest = ((emb[:, None, :] - centroids[None]) ** 2).sum(-1).argmin(1)
+    written = np.load(tmp_path / "out" / "assignments.npz")["cluster"]
+    pairs = set(zip(nearest.tolist(), written.tolist()))
+    assert len(pairs) == len(set(nearest.tolist())) == len(set(written.tolist())) == 3  # same partition
+    with pytest.raises(ClusterError, match="not a local model folder"):
+        cluster_corpus(ClusterConfig(corpus=[str(corpus)], k=3, embedder=str(tmp_path)),
+                       tmp_path / "bad", progress=False)

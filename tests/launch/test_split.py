@@ -75,6 +75,18 @@ def test_split_grid_starts_from_the_base_checkpoint(base, clusters, data_cache, 
         assert own[-1][1] < own[0][1]  # it learns its cluster
     assert seen == {(c, d) for c in ("c0", "c2") for d in ds}
 
+    # what the analysis and the demo read from these real runs
+    from asymptote.analysis.split_runs import split_points
+    from asymptote.launch.demo_split import format_split_table, split_table
+
+    points = split_points(tmp_path)
+    assert sorted(points["kind"].value_counts().items()) == [("final", 4), ("start", 4)]
+    assert set(points.loc[points["kind"] == "start", "Dp"]) == {0.0}
+    rows = split_table(base, tmp_path)
+    assert [(r["cluster"], r["D"]) for r in rows] == sorted(seen)
+    assert all(r["base"] == base_losses[r["cluster"]][r["D"] // STEP_TOKENS] for r in rows)
+    assert "c0" in format_split_table(rows)
+
 
 def _split_cfg(**split):
     from asymptote.launch.config import RunConfig
