@@ -41,6 +41,8 @@ def add_arguments(parser) -> None:
     c.add_argument("--shards", type=int, default=1, help="assignment shards (array tasks)")
     c.add_argument("--shard", type=int, default=None,
                    help="this task's shard for --stage assign (default $SLURM_ARRAY_TASK_ID)")
+    c.add_argument("--streaming", action="store_true",
+                   help="stream the corpus (no Arrow cache); for very large corpora and many shards")
     c.add_argument("--quiet", action="store_true", help="no progress messages")
     from .shards import add_prepare_arguments
 
@@ -64,7 +66,7 @@ def run(args) -> int:
         corpus=list(args.corpus) or ["shipped"], k=args.k, text_key=args.text_key,
         label_key=args.label_key, embedder=args.embedder, dim=args.dim, sample=args.sample,
         n_init=args.n_init, seed=args.seed, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
-        val_tokens=args.val_tokens, split_seed=args.split_seed,
+        val_tokens=args.val_tokens, split_seed=args.split_seed, streaming=args.streaming,
     )
     try:
         result = cluster_corpus(cfg, args.out, stage=args.stage, shard=args.shard,
