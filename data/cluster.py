@@ -57,6 +57,9 @@ class ClusterConfig:
     """Field holding a document's text."""
     label_key: str = "domain"
     """Field with a source label, used only for purity in the report (absent: no purity)."""
+    streaming: bool = False
+    """Read the corpus as a stream (HF `datasets` streaming) instead of converting it to an
+    Arrow cache first: for corpora larger than the disk cache, or many array tasks at once."""
     embedder: str = "tfidf"
     """``tfidf`` (TF-IDF + truncated SVD, no model needed) or a local sentence-embedding model
     folder (Hugging Face format; mean-pooled last hidden states)."""
@@ -85,7 +88,8 @@ class ClusterConfig:
 
 # ----------------------------------------------------------------------------- corpus
 def _data_config(cfg: ClusterConfig) -> DataConfig:
-    return DataConfig(corpus=list(cfg.corpus), text_key=cfg.text_key, domain_key=cfg.label_key)
+    return DataConfig(corpus=list(cfg.corpus), text_key=cfg.text_key, domain_key=cfg.label_key,
+                      streaming=cfg.streaming)
 
 
 def _documents(cfg: ClusterConfig) -> Iterator[tuple[str, Optional[str]]]:

@@ -128,10 +128,11 @@ def test_cli(tmp_path):
     corpus = write_topics(tmp_path / "topics.jsonl")
     cmd = [sys.executable, "-m", "asymptote.launch.cli", "data", "cluster", str(corpus), "--k",
            "3", "--out", str(tmp_path / "out"), "--dim", "8", "--vocab-size", "300",
-           "--val-tokens", "97", "--quiet"]
+           "--val-tokens", "97", "--streaming", "--quiet"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "3 clusters of 120 documents, purity 1.000" in done.stdout
+    assert json.loads((tmp_path / "out" / "model" / "meta.json").read_text())["config"]["streaming"]
     bad = subprocess.run(cmd[:7] + ["500"] + cmd[8:], capture_output=True, text=True)
     assert bad.returncode == 2
     assert "--k 500 is larger than the number of documents (120)" in bad.stderr
