@@ -39,6 +39,8 @@ from .prepare import TOKENIZER_SAMPLE_CHARS, _is_validation
 
 FORMAT = 1
 STAGES = ("all", "fit", "assign", "write")
+# Options of the fit that the later stages must share.
+FIT_KEYS = ("k", "text_key", "embedder", "dim", "max_features", "sample", "n_init", "seed")
 
 
 class ClusterError(ValueError):
@@ -289,6 +291,13 @@ def _load_model(out: Path, cfg: ClusterConfig | None = None):
     if cfg is not None and meta["corpus_id"] != _corpus_identity(cfg):
         raise ClusterError(f"{out}/model was fitted on another corpus (or the files changed); "
                            "rerun the fit stage or use another --out")
+    if cfg is not None:
+        fitted = meta["config"]
+        differ = [f"--{k.replace('_', '-')} {fitted[k]} (fit) vs {getattr(cfg, k)}"
+                  for k in FIT_KEYS if k in fitted and fitted[k] != getattr(cfg, k)]
+        if differ:
+            raise ClusterError(f"{out}/model was fitted with other options: {'; '.join(differ)}; "
+                               "give every stage the same options (or rerun the fit stage)")
     with open(model / "embedder.pkl", "rb") as fh:
         embedder = pickle.load(fh)
     return meta, embedder, np.load(model / "centroids.npy")
@@ -443,7 +452,9 @@ def write(cfg: ClusterConfig, out: Path, shards: int = 1, progress: bool = True)
         os.replace(p, out / p.name)
     tmp.rmdir()
 
-    has_labels = all(lab != "" for lab in labels)
+    # Purity needs source labels: documents without one read as `all` (or ""), and a single
+    # label says nothing about the clusters.
+    has_labels = len(set(labels) - {""}) > 1 and "" not in set(labels)
     label_arr = np.asarray(labels, dtype=object)
     top_terms = _top_terms(out, order)
     report = {

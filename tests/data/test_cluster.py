@@ -122,6 +122,25 @@ def test_bad_inputs_are_named(tmp_path):
         cluster_corpus(cfg, tmp_path / "c", progress=False)
     with pytest.raises(ClusterError, match="no fitted model"):
         cluster_corpus(cfg, tmp_path / "nothing", stage="write", progress=False)
+    # later stages must use the fit's options
+    cfg = ClusterConfig(corpus=[str(corpus)], k=2, dim=4, val_tokens=33)
+    cluster_corpus(cfg, tmp_path / "d", stage="fit", progress=False)
+    cfg.k = 3
+    with pytest.raises(ClusterError, match=r"fitted with other options: --k 2 \(fit\) vs 3"):
+        cluster_corpus(cfg, tmp_path / "d", stage="assign", shard=0, progress=False)
+
+
+def test_unlabelled_corpus_has_no_purity(tmp_path):
+    corpus = tmp_path / "plain.jsonl"
+    rng = random.Random(1)
+    with open(corpus, "w") as fh:
+        for i in range(30):
+            words = TOPICS["garden" if i % 2 else "harbor"]
+            fh.write(json.dumps({"text": " ".join(rng.choice(words) for _ in range(60))}) + "\n")
+    report = cluster_corpus(ClusterConfig(corpus=[str(corpus)], k=2, dim=4, vocab_size=300,
+                                          val_tokens=33), tmp_path / "out", progress=False)
+    assert report["purity"] is None and "majority" not in report["clusters"]["c0"]
+    assert sorted(c["documents"] for c in report["clusters"].values()) == [15, 15]
 
 
 def test_cli(tmp_path):
