@@ -114,7 +114,7 @@ def evaluate_ensemble(run_dirs: Sequence[str | Path], out_dir: str | Path | None
     Call `asymptote.models.inference.ensure_distributed` first for a TP layout; by default a
     single-process group is started. Only the logging rank (tp 0) writes files."""
     from ..data.datasets import validation_sets
-    from ..data.prepare import prepare
+    from ..data.sources import prepare_data
     from ..models.inference import load_run
 
     run_dirs = [Path(d).expanduser() for d in run_dirs]
@@ -128,7 +128,7 @@ def evaluate_ensemble(run_dirs: Sequence[str | Path], out_dir: str | Path | None
     members = [load_run(d) for d in run_dirs]
     cfg = members[0].cfg
     seq = cfg.model.seq_len
-    prepared = prepare(cfg.data, cfg.data.val_sequences * seq + 1, progress=progress)
+    prepared = prepare_data(cfg.data, cfg.data.val_sequences * seq + 1, progress=progress)
     val = validation_sets(prepared, seq, cfg.data.val_sequences)
     domains = sorted(val)
     subset_list = random_subsets(len(members), k_max, subsets, subset_seed) if subsets else {}

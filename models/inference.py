@@ -70,10 +70,11 @@ def run_tokenizer(run_dir: str | Path, cfg=None):
     own = Path(run_dir).expanduser() / "tokenizer.json"
     if own.is_file():
         return Tokenizer.load(own)
-    from ..data.prepare import prepare
+    from ..data.sources import prepare_data
 
     cfg = cfg or run_config(read_record(run_dir))
-    return prepare(cfg.data, cfg.data.val_sequences * cfg.model.seq_len + 1, progress=False).tokenizer
+    return prepare_data(cfg.data, cfg.data.val_sequences * cfg.model.seq_len + 1,
+                        progress=False).tokenizer
 
 
 def ensure_distributed(parallel: ParallelConfig | None = None, seed: int = 0):
