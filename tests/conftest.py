@@ -22,8 +22,10 @@ def train_env(cache: Path) -> dict:
     """Environment of a CPU training subprocess: one thread per rank, a private cache."""
     env = dict(os.environ, OMP_NUM_THREADS="1", ASYMPTOTE_CACHE=str(cache),
                PYTHONWARNINGS="ignore", HYDRA_FULL_ERROR="1")
-    env.pop("RANK", None)
-    env.pop("WORLD_SIZE", None)
+    # A model loaded in this process (models.inference) set MASTER_PORT here; a child that
+    # inherited it would try to bind the same port.
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT", "MASTER_ADDR"):
+        env.pop(key, None)
     return env
 
 
