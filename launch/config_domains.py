@@ -21,7 +21,8 @@ class SplitConfig:
     """D: start from the base's checkpoint after this many training tokens (kept by the base's
     train.keep_at_tokens); 0: the base's final checkpoint."""
     cluster: Optional[str] = None
-    """The cluster to specialize on (a domain of the base's prepared data, e.g. `c0`)."""
+    """The cluster to specialize on (a domain of the base's prepared data, e.g. `c0`), or
+    `mixture`: the control, continuing on the whole mixture with the same fresh schedule."""
 
 
 @dataclass

@@ -3,9 +3,10 @@
 1. cluster the shipped corpus into 6 domains (`asymptote data cluster`, TF-IDF + k-means++);
 2. pretrain a base on the mixture, keeping checkpoints at a grid of D values;
 3. one specialist per cluster from the base at each D, through one Hydra multirun (one SLURM
-   array with the slurm launcher), each continuing on its cluster for D' tokens;
-4. print the per-cluster loss table: the base's loss at D, the specialist's after D', and the
-   specialist's mean change on the other clusters.
+   array with the slurm launcher), each continuing on its cluster for D' tokens, plus the
+   control (`split.cluster=mixture`: the base continued on the mixture for D');
+4. print the per-cluster loss table: the base's loss at D, the control's and the specialist's
+   after D', and the specialist's mean change on the other clusters.
 """
 
 from __future__ import annotations
@@ -31,20 +32,28 @@ def _train(args: list[str], env: dict) -> int:
 
 def split_table(base: Path, specialists: Path) -> list[dict]:
     """One row per finished specialist: cluster, its majority source domain, D, D', the base's
-    loss on the cluster at D, the specialist's after D', and its mean change on the others."""
+    loss on the cluster at D, the specialist's after D', the control's (the base continued on
+    the mixture for the same D', when run) and the specialist's mean change on the others."""
+    from .split import MIXTURE
+
     report = json.loads((Path(json.loads((base / "run.json").read_text())["config"]["data"]
                               ["prepared"]) / "report.json").read_text())
+    records = [json.loads(p.read_text()) for p in sorted(specialists.glob("*/run.json"))]
+    records = [r for r in records if r.get("job") == "split" and r.get("status") == "done"]
+    controls = {(r["pretrain_tokens"], r["split_tokens"]): r["final"]
+                for r in records if r["cluster"] == MIXTURE}
     rows = []
-    for path in sorted(specialists.glob("*/run.json")):
-        r = json.loads(path.read_text())
-        if r.get("job") != "split" or r.get("status") != "done":
-            continue
+    for r in records:
         c, start, final = r["cluster"], r["start"], r["final"]
-        others = [k for k in start if k.startswith("val/") and k != f"val/{c}/loss"]
+        if c == MIXTURE:
+            continue
+        tag = f"val/{c}/loss"
+        others = [k for k in start if k.startswith("val/") and k != tag]
+        control = controls.get((r["pretrain_tokens"], r["split_tokens"]), {})
         rows.append({
             "cluster": c, "majority": report["clusters"][c].get("majority", "-"),
             "D": r["pretrain_tokens"], "Dp": r["split_tokens"],
-            "base": start[f"val/{c}/loss"], "specialist": final[f"val/{c}/loss"],
+            "base": start[tag], "specialist": final[tag], "mixture": control.get(tag),
             "others": sum(final[k] - start[k] for k in others) / max(len(others), 1),
         })
     rows.sort(key=lambda row: (row["cluster"], row["D"]))
@@ -52,11 +61,14 @@ def split_table(base: Path, specialists: Path) -> list[dict]:
 
 
 def format_split_table(rows: list[dict]) -> str:
-    lines = [f"{'cluster':<8}{'majority':<12}{'D':>8}{'Dp':>7}{'base@D':>9}{'special.':>9}"
-             f"{'gain':>8}{'others':>8}"]
+    """The per-cluster loss table as text."""
+    lines = [f"{'cluster':<8}{'majority':<12}{'D':>8}{'Dp':>7}{'base@D':>9}{'mixture':>9}"
+             f"{'special.':>9}{'gain':>8}{'others':>8}"]
     for r in rows:
+        mix = f"{r['mixture']:>9.4f}" if r.get("mixture") is not None else f"{'-':>9}"
         lines.append(f"{r['cluster']:<8}{r['majority']:<12}{r['D']:>8}{r['Dp']:>7}{r['base']:>9.4f}"
-                     f"{r['specialist']:>9.4f}{r['base'] - r['specialist']:>8.4f}{r['others']:>+8.4f}")
+                     f"{mix}{r['specialist']:>9.4f}{r['base'] - r['specialist']:>8.4f}"
+                     f"{r['others']:>+8.4f}")
     return "\n".join(lines)
 
 
@@ -84,15 +96,16 @@ def run_stage(out: Path, env: dict) -> int:
         print(f"the base run failed (exit {code}); see {out / 'base'}")
         return code or 1
     base = bases[-1].parent
-    names = ",".join(report["clusters"])
+    names = ",".join([*report["clusters"], "mixture"])  # + the control
     code = _train(["-m", "job=split", *TRAIN, f"out={out / 'specialists'}", f"split.base={base}",
                    f"split.cluster={names}", f"split.base_tokens={grid}",
                    f"data.seed_tokens={D_PRIME}", "train.eval_every=0", "train.ckpt_every=0",
                    f"optim.lr={SPLIT_LR}", "optim.warmup_frac=0.125"], env)
     rows = split_table(base, out / "specialists")
-    print(f"\nPer-cluster validation loss: base on the mixture after D tokens, then a specialist "
-          f"trained {D_PRIME} more tokens on its cluster (gain = base - specialist; others = the "
-          f"specialist's mean change on the other clusters):")
+    print(f"\nPer-cluster validation loss: the base (on the mixture) after D tokens; then, "
+          f"{D_PRIME} tokens later with a fresh schedule, the base continued on the mixture "
+          f"(control) and the cluster's specialist; gain = base - specialist; others = the "
+          f"specialist's mean change on the other clusters:")
     print(format_split_table(rows))
     if code != 0:
         print(f"\nsome specialists failed (exit {code}); see {out / 'specialists'}")

@@ -19,6 +19,9 @@ import os
 from .config import RunConfig
 from .continued import BaseRunError, ContinuedTrainer, adopt_base_model, base_at_tokens
 
+MIXTURE = "mixture"
+"""`split.cluster=mixture`: the control, the base continued on the whole mixture for D'."""
+
 
 def split_config(cfg: RunConfig):
     """Resolve the split run's config from its base: the base's model and prepared data, this
@@ -36,12 +39,14 @@ def split_config(cfg: RunConfig):
         clusters = sorted(load_prepared(data.prepared).manifest["train_tokens"])
     except DataSourceError as exc:
         raise BaseRunError(f"the base's clustered data is gone: {exc}") from None
-    if s.cluster not in clusters:
+    if s.cluster not in clusters and s.cluster != MIXTURE:
         raise BaseRunError(f"split.cluster={s.cluster!r}: the base's clusters are "
-                           f"{', '.join(clusters)}")
+                           f"{', '.join(clusters)} (or `{MIXTURE}`: the control)")
     adopt_base_model(cfg, base)
-    # The base's data (prepared folder, tokenizer, validation sets) restricted to one cluster.
-    cfg.data = dataclasses.replace(data, seed_tokens=cfg.data.seed_tokens, train_domain=s.cluster,
+    # The base's data (prepared folder, tokenizer, validation sets) restricted to one cluster
+    # (the control `mixture` continues on all of them, same fresh schedule and D').
+    cfg.data = dataclasses.replace(data, seed_tokens=cfg.data.seed_tokens,
+                                   train_domain=None if s.cluster == MIXTURE else s.cluster,
                                    cache_dir=cfg.data.cache_dir)
     s.base = str(base.run_dir.resolve())
     s.base_tokens = base.tokens

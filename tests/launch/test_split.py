@@ -116,6 +116,8 @@ def test_bad_bases_are_named(base, tmp_path):
     cfg, ckpt = split_config(_split_cfg(base=str(base), base_tokens=0, cluster="c1"))
     assert ckpt.step == 8 and cfg.split.base_tokens == 8 * STEP_TOKENS
     assert cfg.data.train_domain == "c1" and cfg.name.startswith("split-tiny-c1-D16384-Dp")
+    control, _ = split_config(_split_cfg(base=str(base), base_tokens=4096, cluster="mixture"))
+    assert control.data.train_domain is None and control.data.prepared == cfg.data.prepared
 
 
 def test_missing_d_fails_the_command(base, data_cache, tmp_path):
