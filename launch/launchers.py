@@ -83,8 +83,12 @@ def _open_record(sweep_dir: Path, out: Path, launcher: str, executor: dict | Non
 
 
 def _manifests(points: list[SweepPoint]) -> None:
+    from .jobs import NO_RUN_FOLDER
+
     by_root: dict[Path, list[str]] = {}
     for p in points:
+        if p.config.job in NO_RUN_FOLDER:
+            continue
         by_root.setdefault(p.run_dir.parent, []).append(p.run_dir.name)
     for root, names in by_root.items():
         sweep_record.update_manifest(root, names)

@@ -41,7 +41,8 @@ def new_record(sweep_dir: Path, out: Path, launcher: str, executor: dict | None 
 def point_entry(point, job_id: str | None = None, pickle: str | None = None) -> dict:
     """sweep.json's entry for one SweepPoint (with its SLURM ids when submitted)."""
     entry = {"index": point.index, "overrides": point.overrides, "run_dir": str(point.run_dir),
-             "run_name": point.run_dir.name, "job_id": job_id, "submission": pickle,
+             "run_name": point.run_dir.name, "job": point.config.job, "job_id": job_id,
+             "submission": pickle,
              "previous_job_ids": []}
     if job_id and "_" in job_id:
         entry["array_job_id"], task = job_id.split("_", 1)

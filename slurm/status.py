@@ -75,6 +75,7 @@ def classify(record: dict, live, accounted, queue_known: bool = True) -> tuple[s
 
 def sweep_status(path: str | Path) -> tuple[list[PointStatus], list[str]]:
     """Status rows of every point of the sweep(s) at `path`, and notes about the sources."""
+    from ..launch.jobs import NO_RUN_FOLDER
     from ..launch.run_dir import RunDir
     from ..launch.sweep_record import read_sweeps
     from . import scheduler
@@ -110,6 +111,10 @@ def sweep_status(path: str | Path) -> tuple[list[PointStatus], list[str]]:
                      "requeued": "REQUEUED", "stopped": "FAILED"}.get(status, "PENDING")
             detail = record.get("error") or ("stopped by a signal; run again to resume"
                                               if status == "stopped" else "")
+        elif entry.get("job") in NO_RUN_FOLDER:  # results live in other runs' folders
+            state, detail = classify({}, live.get(job), acc, queue_known)
+            if state == "FAILED" and acc is not None and acc.state == "COMPLETED":
+                state, detail = "DONE", f"{entry['job']} job completed"
         else:
             state, detail = classify(record, live.get(job), acc, queue_known)
         loss = record.get("final", {}).get("val_loss") if state == "DONE" else None
