@@ -13,14 +13,19 @@ from typing import Callable
 # name -> "module:function"
 JOBS: dict[str, str] = {
     "pretrain": "asymptote.launch.loop:run_training",
+    "evaluate": "asymptote.evals.evaluate:run_evaluate",
+    "split": "asymptote.launch.split:run_split",
+    "cpt": "asymptote.launch.cpt:run_cpt",
     "ensemble_member": "asymptote.launch.ensemble:run_member",
     "ensemble_eval": "asymptote.launch.ensemble:run_eval",
     "generate": "asymptote.launch.generate:run_generate",
     "distill": "asymptote.launch.distill:run_distill",
-    "split": "asymptote.launch.split:run_split",
-    "cpt": "asymptote.launch.cpt:run_cpt",
-    "evaluate": "asymptote.evals.evaluate:run_evaluate",
 }
+
+#: Jobs that write into other runs' folders (evaluate writes into the runs it evaluates), so
+#: their own config-hash folder never exists: sweeps do not list it as an expected run, and
+#: `asymptote status` judges them by the scheduler alone.
+NO_RUN_FOLDER = {"evaluate"}
 
 
 def known_jobs() -> list[str]:
