@@ -50,6 +50,17 @@ def test_cpt_from_a_tp2_run_under_tp1(base_tp2, cpt_run):
     assert record["domains"] == ["math"]
 
 
+def test_cpt_can_take_the_base_optimizer_state(base_tp2, data_cache, tmp_path):
+    run_train(data_cache, "job=cpt", *COMMON, f"out={tmp_path}", f"cpt.base={base_tp2}",
+              f"data.corpus=[{MATH}]", "data.seed_tokens=4096", "cpt.load_optimizer=true",
+              "cpt.warmup_frac=0", "cpt.decay=constant", "train.eval_every=0")
+    record = json.loads((only_run(tmp_path) / "run.json").read_text())
+    base = json.loads((base_tp2 / "run.json").read_text())
+    assert record["status"] == "done" and record["steps"] == 2
+    assert record["start"]["val/general/loss"] == pytest.approx(base["final"]["val_loss"], rel=1e-5)
+    assert [v for _, v in tb_scalars(only_run(tmp_path), "train/lr")] == pytest.approx([3e-3] * 2)
+
+
 def test_domain_and_general_losses_are_logged(cpt_run):
     for tag in ("val/loss", "val/math/loss", "val/general/loss", "val/general/legal/loss"):
         assert [s for s, _ in tb_scalars(cpt_run, tag)] == [0, 2, 4, 5], tag
