@@ -12,6 +12,7 @@ the sweep is recorded in `sweep.json` (and the output root's `manifest.json`).
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -108,11 +109,17 @@ class LocalSweepLauncher(BasicLauncher):
 
 
 def make_executor(params: dict[str, Any], folder: str):
-    """A submitit SLURM executor for the launcher settings `params` (hydra.launcher.*)."""
+    """A submitit SLURM executor for the launcher settings `params` (hydra.launcher.*).
+
+    Clears this process's torch.distributed rendezvous variables, which sbatch would export."""
     import submitit
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
     from omegaconf import OmegaConf
 
+    # sbatch exports this process's environment to the tasks; a rendezvous of the submitting
+    # process (e.g. submitting from inside a torchrun job) would override the tasks' own.
+    for key in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        os.environ.pop(key, None)
     params = dict(params)
     params.pop("submitit_folder", None)
     # The one setting submitit takes at construction rather than in update_parameters.

@@ -60,5 +60,9 @@ def slurm_env(slurm_cluster: ClusterInfo, monkeypatch: pytest.MonkeyPatch) -> Cl
     for key in list(os.environ):
         if key.startswith("SLURM_"):
             monkeypatch.delenv(key)
+    # sbatch exports this environment to the jobs; a rendezvous left by an in-process test
+    # (models.inference starts a one-rank group) must not reach them.
+    for key in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.slurm_conf))
     return slurm_cluster
