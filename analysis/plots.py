@@ -5,7 +5,9 @@
 - :func:`loss_vs_k`: ensemble loss against the number of members K, with the L(K) fits;
 - :func:`heatmaps`: loss over epochs x weight decay (best over the other axes) per cell;
 - :func:`curves`: validation (and training) loss against step for the best runs;
-- :func:`efficiency_plot`: the baseline L(D) fit and each target's effective data size.
+- :func:`efficiency_plot`: the baseline L(D) fit and each target's effective data size;
+- :func:`accuracy_vs_loss`: downstream accuracy (lm-eval, `job=evaluate`) against final loss,
+  coloured by parameter count, ensembles marked by their K.
 """
 
 from __future__ import annotations
@@ -88,6 +90,29 @@ def loss_vs_x(path: Path, runs: pd.DataFrame, x: str, loss: str, best: pd.DataFr
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="upper right")
+    return _save(fig, path)
+
+
+def accuracy_vs_loss(path: Path, runs: pd.DataFrame, columns: Sequence[str], loss: str = "loss",
+                     size: str = "params") -> Path:
+    """One panel per downstream metric column: accuracy against final loss of every run that has
+    both, coloured by log parameter count; runs that are ensembles are labelled K=<members>."""
+    fig, axes = _figure(width=4.2 * len(columns), height=4.0, ncols=len(columns))
+    k = "ensemble_size" if "ensemble_size" in runs.columns else None
+    for ax, column in zip(axes[0], columns):
+        rows = runs[[loss, column, size] + ([k] if k else [])].apply(
+            pd.to_numeric, errors="coerce").dropna(subset=[loss, column])
+        sizes = rows[size].to_numpy(float)
+        colour = np.log10(np.where(np.isfinite(sizes) & (sizes > 0), sizes, 1.0))
+        points = ax.scatter(rows[loss], rows[column], c=colour, cmap="viridis", s=28)
+        if k:
+            for _, r in rows[rows[k].fillna(1) > 1].iterrows():
+                ax.annotate(f"K={int(r[k])}", (r[loss], r[column]), fontsize=7,
+                            xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel(f"final {loss}")
+        ax.set_ylabel(column.replace("final.downstream/", ""))
+        ax.grid(True, alpha=0.3)
+        fig.colorbar(points, ax=ax, label=f"log10 {size}")
     return _save(fig, path)
 
 

@@ -498,6 +498,13 @@ def _write(report: Report) -> None:
     report.files = files
 
 
+def downstream_columns(runs: pd.DataFrame) -> list[str]:
+    """Final downstream accuracy columns (`final.downstream/<task>/acc...`, from job=evaluate)
+    that at least one run has."""
+    return [c for c in runs.columns if c.startswith("final.downstream/")
+            and c.rsplit("/", 1)[-1].startswith("acc") and runs[c].notna().any()]
+
+
 def _plots(report: Report) -> None:
     """All figures that the data support; a failing figure becomes a note, not a crash."""
     out = report.out_dir
@@ -542,6 +549,10 @@ def _plots(report: Report) -> None:
             series.append((label, val, train))
         if any(len(v) for _, v, _ in series):
             tasks.append(("curves", lambda: plotting.curves(out / "loss_curves.png", series, ylabel=report.metric)))
+    downstream = downstream_columns(report.runs)
+    if downstream and "loss" in report.runs.columns:
+        tasks.append(("accuracy_vs_loss", lambda: plotting.accuracy_vs_loss(
+            out / "accuracy_vs_loss.png", report.runs, downstream)))
     if report.efficiency is not None:
         tasks.append(("data_efficiency", lambda: plotting.efficiency_plot(
             out / "data_efficiency.png", report.efficiency, report.efficiency_points)))
