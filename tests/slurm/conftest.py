@@ -66,3 +66,27 @@ def slurm_env(slurm_cluster: ClusterInfo, monkeypatch: pytest.MonkeyPatch) -> Cl
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.slurm_conf))
     return slurm_cluster
+
+
+@pytest.fixture
+def array_states(slurm_cluster: ClusterInfo):
+    """`wait(job, n, timeout=300)`: sacct states of the `n` array tasks of `job` (`<job>_<i>` ->
+    state), once none is pending or running."""
+    import subprocess
+    import time
+
+    def wait(job: str, n: int, timeout: float = 300) -> dict:
+        deadline = time.monotonic() + timeout
+        states = {}
+        while time.monotonic() < deadline:
+            out = subprocess.run(["sacct", "-n", "-P", "-X", "-j", job, "-o", "JobID,State"],
+                                 env=slurm_cluster.env(), capture_output=True, text=True,
+                                 timeout=60).stdout
+            states = {r.split("|")[0]: r.split("|")[1].split()[0]
+                      for r in out.splitlines() if r.strip()}
+            if len(states) == n and not {"PENDING", "RUNNING", "COMPLETING"} & set(states.values()):
+                return states
+            time.sleep(1)
+        raise AssertionError(f"job {job}: still {states} after {timeout} s")
+
+    return wait

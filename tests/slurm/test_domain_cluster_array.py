@@ -7,7 +7,6 @@ import json
 import random
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,21 +23,8 @@ WORDS = {
 }
 
 
-def _final_states(info: ClusterInfo, job: str, n: int, timeout: float = 300) -> dict:
-    """sacct states of the job's n array tasks, once all have ended."""
-    deadline = time.monotonic() + timeout
-    states = {}
-    while time.monotonic() < deadline:
-        out = subprocess.run(["sacct", "-n", "-P", "-X", "-j", job, "-o", "JobID,State"],
-                             env=info.env(), capture_output=True, text=True, timeout=60).stdout
-        states = {r.split("|")[0]: r.split("|")[1].split()[0] for r in out.splitlines() if r.strip()}
-        if len(states) == n and not {"PENDING", "RUNNING", "COMPLETING"} & set(states.values()):
-            return states
-        time.sleep(1)
-    raise AssertionError(f"job {job}: still {states} after {timeout} s")
-
-
-def test_assign_stage_runs_as_an_array(slurm_cluster: ClusterInfo, tmp_path: Path):
+def test_assign_stage_runs_as_an_array(slurm_cluster: ClusterInfo, tmp_path: Path,
+                                       array_states):
     from asymptote.data.cluster import ClusterConfig, cluster_corpus
 
     rng = random.Random(0)
@@ -61,7 +47,7 @@ def test_assign_stage_runs_as_an_array(slurm_cluster: ClusterInfo, tmp_path: Pat
          "--export=ALL,OMP_NUM_THREADS=1", "--wrap", cmd],
         env=slurm_cluster.env(), capture_output=True, text=True, check=True, timeout=60,
     ).stdout.strip().split(";")[0]
-    states = _final_states(slurm_cluster, job, 3)
+    states = array_states(job, 3)
     logs = "\n".join(p.read_text() for p in tmp_path.glob("*.log"))
     assert set(states.values()) == {"COMPLETED"}, logs
     assert sorted(p.name for p in (out / "assign").iterdir()) == [

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -25,21 +23,7 @@ TINY = ["model=tiny", "train.global_batch=8", "train.micro_batch=4", "data.val_s
 SLURM = ["hydra/launcher=slurm", "hydra.launcher.timeout_min=5", "hydra.launcher.signal_delay_s=30"]
 
 
-def _array_states(info, job: str, n: int, timeout: float = 300) -> dict:
-    """sacct states of the n array tasks of `job`, once none is pending or running."""
-    deadline = time.monotonic() + timeout
-    states = {}
-    while time.monotonic() < deadline:
-        out = subprocess.run(["sacct", "-n", "-P", "-X", "-j", job, "-o", "JobID,State"],
-                             env=info.env(), capture_output=True, text=True, timeout=60).stdout
-        states = {r.split("|")[0]: r.split("|")[1].split()[0] for r in out.splitlines() if r.strip()}
-        if len(states) == n and not {"PENDING", "RUNNING", "COMPLETING"} & set(states.values()):
-            return states
-        time.sleep(1)
-    raise AssertionError(f"job {job}: still {states} after {timeout} s")
-
-
-def test_split_grid_is_one_array(slurm_env, data_cache, tmp_path):
+def test_split_grid_is_one_array(slurm_env, data_cache, tmp_path, array_states):
     from asymptote.data.cluster import ClusterConfig, cluster_corpus
 
     rng = random.Random(0)
@@ -63,7 +47,7 @@ def test_split_grid_is_one_array(slurm_env, data_cache, tmp_path):
     scripts = sorted(out.glob(".hydra/*/.submitit/*/*_submission.sh"))  # submitit's sbatch files
     assert len(scripts) == 1, (scripts, proc.stdout[-3000:])  # one sbatch call: one array
     job = scripts[0].name.split("_")[0]
-    states = _array_states(slurm_env, job, 4)
+    states = array_states(job, 4)
     assert set(states.values()) == {"COMPLETED"}, states
     base_loss = {c: dict(tb_scalars(base, f"val/{c}/loss")) for c in ("c0", "c1", "c2")}
     runs = sorted(p for p in out.iterdir() if (p / "run.json").exists())
