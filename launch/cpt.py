@@ -172,14 +172,10 @@ def prepare_config(cfg):
     """Hook of `asymptote-train` (DictConfig in, DictConfig out): derive the config from the
     base once in the launching process, so validation sees the base's model and every rank
     and the run folder's name agree. Idempotent (the job function applies it again)."""
-    if cfg.get("job") != "cpt":
-        return cfg
-    from omegaconf import OmegaConf
+    from .jobs import derive_once
 
-    from .train import to_run_config
+    return derive_once(cfg, "cpt", lambda run_cfg: cpt_config(run_cfg)[0])
 
-    derived = cpt_config(to_run_config(cfg))[0]
-    return OmegaConf.create(OmegaConf.to_container(OmegaConf.structured(derived)))
 
 def run_cpt(cfg: RunConfig) -> dict:
     """Continue the base run on the domain data (every rank calls this)."""

@@ -158,14 +158,7 @@ class DistillTrainer(Trainer):
                     with torch.no_grad():
                         b["teacher_full"] = torch.stack(
                             [t.logits(b["tokens"]) for t in self.teachers]).mean(0)
-        for m in self.model:
-            m.zero_grad_buffer()
-        self.optimizer.zero_grad()
-        outputs = self._fb(batches, forward_only=False)
-        self.scheduler.step(increment=1)
-        _, grad_norm, _ = self.optimizer.step()
-        self.step += 1
-        return self._reduce_over_dp(outputs), float(grad_norm or 0.0)
+        return self.update(batches)
 
     def _fb(self, batches, forward_only: bool):
         if forward_only or self.cfg.distill.mode != "logit":

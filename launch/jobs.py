@@ -54,3 +54,18 @@ def prepare_config(cfg):
     module = importlib.import_module(JOBS[cfg.job].split(":")[0])
     hook = getattr(module, "prepare_config", None)
     return hook(cfg) if hook is not None else cfg
+
+
+def derive_once(cfg, job: str, derive: Callable):
+    """A job module's `prepare_config` body for jobs whose config is derived from another run
+    (split, cpt): apply `derive(RunConfig) -> RunConfig` once in the launching process, so
+    validation, every rank and the run folder's name see the same values. Other jobs' configs
+    pass through unchanged."""
+    if cfg.get("job") != job:
+        return cfg
+    from omegaconf import OmegaConf
+
+    from .train import to_run_config
+
+    derived = derive(to_run_config(cfg))
+    return OmegaConf.create(OmegaConf.to_container(OmegaConf.structured(derived)))

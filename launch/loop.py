@@ -214,6 +214,10 @@ class Trainer:
             rows, np.ones((per_rank, rows.shape[1] - 1), np.float32), cfg.train.micro_batch,
             self.info.device,
         )
+        return self.update(batches)
+
+    def update(self, batches: list[dict]) -> tuple[float | None, float]:
+        """One optimizer step on these microbatches: (loss on the logger's view, grad norm)."""
         for m in self.model:
             m.zero_grad_buffer()
         self.optimizer.zero_grad()

@@ -77,14 +77,10 @@ def prepare_config(cfg):
     """Hook of `asymptote-train` (DictConfig in, DictConfig out): derive the config from the
     base once in the launching process, so validation sees the base's model and every rank
     and the run folder's name agree. Idempotent (the job function applies it again)."""
-    if cfg.get("job") != "split":
-        return cfg
-    from omegaconf import OmegaConf
+    from .jobs import derive_once
 
-    from .train import to_run_config
+    return derive_once(cfg, "split", lambda run_cfg: split_config(run_cfg)[0])
 
-    derived = split_config(to_run_config(cfg))[0]
-    return OmegaConf.create(OmegaConf.to_container(OmegaConf.structured(derived)))
 
 def run_split(cfg: RunConfig) -> dict:
     """Train one specialist (every rank calls this)."""
