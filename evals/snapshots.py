@@ -116,19 +116,22 @@ def _dump(recipe: dict) -> str:
     return text
 
 
+def _task_files(task: str, pattern: str) -> list[Path]:
+    """lm-eval's own YAML file(s) of a built-in task we have a recipe for."""
+    if task not in BUILTIN:
+        raise ValueError(f"no recipe for {task!r}; recipes exist for {', '.join(BUILTIN)}")
+    source = lm_eval_tasks_dir() / BUILTIN[task]
+    return sorted(source.glob(pattern)) if source.is_dir() else [source]
+
+
 def write_recipes(out: str | Path, snapshots: str | Path | None = None,
                   tasks=tuple(BUILTIN)) -> list[Path]:
     """Write the recipe YAMLs of `tasks` into `out`; returns the files written."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    base = lm_eval_tasks_dir()
     written = []
     for task in tasks:
-        if task not in BUILTIN:
-            raise ValueError(f"no recipe for {task!r}; recipes exist for {', '.join(BUILTIN)}")
-        source = base / BUILTIN[task]
-        files = sorted(source.glob("*.yaml")) if source.is_dir() else [source]
-        for f in files:
+        for f in _task_files(task, "*.yaml"):
             if f.name.startswith("_"):  # group definitions: reuse them as they are
                 path = out / f"{task}{f.name}"
                 path.write_text(f"include: {f}\n")
@@ -149,14 +152,9 @@ def save_snapshots(tasks, out: str | Path) -> list[Path]:
     import datasets
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    base = lm_eval_tasks_dir()
     saved = []
     for task in tasks:
-        if task not in BUILTIN:
-            raise ValueError(f"no recipe for {task!r}; snapshots exist for {', '.join(BUILTIN)}")
-        source = base / BUILTIN[task]
-        files = sorted(source.glob("[!_]*.yaml")) if source.is_dir() else [source]
-        for f in files:
+        for f in _task_files(task, "[!_]*.yaml"):
             cfg = load_yaml(f, resolve_func=False, recursive=True)
             name = cfg["task"]
             key = name if not name.startswith("mmlu_") else f"mmlu/{cfg['dataset_name']}"
