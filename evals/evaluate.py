@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..atomic import write_json
+
 #: lm-eval metric names written out (others, e.g. stderr, are left out).
 SKIP_SUFFIX = "_stderr"
 
@@ -149,12 +151,6 @@ def _leaf_tasks(task_dict):
 
 
 # --------------------------------------------------------------------------- outputs
-def _write_json(path: Path, data) -> None:
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
-
-
 def record_results(folder: Path, step: int, metrics: dict, meta: dict) -> dict:
     """Merge one evaluation into `<folder>/downstream.json`, run.json (`downstream`) and
     TensorBoard (`downstream/<task>/<metric>` at `step`). Returns the downstream.json data."""
@@ -170,7 +166,7 @@ def record_results(folder: Path, step: int, metrics: dict, meta: dict) -> dict:
     data["evaluations"].append({"step": step, "metrics": metrics, **meta,
                                 "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
     data["evaluations"].sort(key=lambda e: (e["step"], e["time"]))
-    _write_json(path, data)
+    write_json(path, data, indent=2, default=str)
     latest = {}
     for e in data["evaluations"]:  # the latest step's value of every task
         for task, row in e["metrics"].items():
@@ -191,7 +187,8 @@ def record_results(folder: Path, step: int, metrics: dict, meta: dict) -> dict:
     return data
 
 
-def _ensemble_folder(cfg, members) -> Path:
+def ensemble_folder(cfg, members) -> Path:
+    """`<out>/<evaluate.name>`, or a name from the members, their steps and the combination."""
     ev = cfg.evaluate
     ident = json.dumps([[str(m.run_dir.resolve()), m.step] for m in members] + [ev.combine])
     name = ev.name or (f"evaluate-ens{len(members)}-{ev.combine}-"
@@ -226,7 +223,7 @@ def evaluate_target(cfg, specs: list[str], is_logger: bool = True) -> dict:
     _precheck_tokenizers([r for r, _ in runs])
     members = [load_run(r, s, bf16=ev.bf16) for r, s in runs]
     lm = AsymptoteLM(members=members, combine=ev.combine, batch_size=ev.batch_size)
-    folder = members[0].run_dir if len(members) == 1 else _ensemble_folder(cfg, members)
+    folder = members[0].run_dir if len(members) == 1 else ensemble_folder(cfg, members)
     if len(members) > 1 and is_logger:
         from ..launch.run_dir import RunDir
 
@@ -272,10 +269,8 @@ def run_evaluate(cfg) -> dict:
 
     logging.getLogger("megatron.core").setLevel(logging.WARNING)
     ev = cfg.evaluate
-    if not ev.runs:
-        from ..launch.validate import ConfigError
-
-        raise ConfigError("job=evaluate needs evaluate.runs: a run folder, several (an "
+    if not ev.runs:  # checked before submission (launch/jobs/evaluate.py); a direct call
+        raise ValueError("job=evaluate needs evaluate.runs: a run folder, several (an "
                           "ensemble), or globs with evaluate.each=true")
     if ev.offline:  # before datasets/lm-eval are imported: they read these at import
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

@@ -1,7 +1,8 @@
-"""The run configuration: one dataclass per Hydra config group, every field documented.
+"""The configuration every job shares: one dataclass per section, every field documented.
 
-The dataclasses are the schema (registered in Hydra's ConfigStore, so a misspelt key is an
-error); the YAML files in launch/conf/ are presets on top of it.
+A job type extends RunConfig with its own section (launch/jobs/<job>.py `Config`); `job=<name>`
+selects that schema, so another job's section does not exist in the composed config and a
+misspelt key is an error. The YAML files in launch/conf/ and launch/jobs/ are presets on top.
 """
 
 from __future__ import annotations
@@ -11,9 +12,6 @@ from typing import Any, List, Optional
 
 from ..data.config import DataConfig
 from ..models.config import ModelConfig, ParallelConfig
-from .config_domains import CPTConfig, SplitConfig
-from .config_evaluate import EvaluateConfig
-from .config_ensembles import DistillConfig, EnsembleConfig, GenerateConfig
 
 
 @dataclass
@@ -66,6 +64,9 @@ class TrainConfig:
     max_restarts: int = 10
     """A run folder started more often than this (requeues, crashes, resubmissions) fails
     instead of starting again: a run that keeps dying should be looked at, not retried forever."""
+    peak_flops: Optional[float] = None
+    """Dense bf16 peak FLOP/s of one accelerator for perf/mfu; null looks the device up in
+    asymptote.models.gpu_peaks (an unknown device logs no MFU)."""
     crash_at_step: Optional[int] = None
     """Testing crash recovery: SIGKILL every rank right after this step (no cleanup)."""
 
@@ -89,7 +90,8 @@ class RunConfig:
     name: Optional[str] = None
     """Run folder name; null derives a readable name with a hash of the resolved config."""
     job: str = "pretrain"
-    """Job type: one of asymptote.launch.jobs.JOBS (pretrain, and the jobs other issues add)."""
+    """Job type, chosen with `job=<name>` (a module in launch/jobs/; `asymptote-train
+    --help` lists them). Each job adds its own config section."""
     model: ModelConfig = field(default_factory=ModelConfig)
     """Model architecture (pick a preset with `model=<name>`)."""
     data: DataConfig = field(default_factory=DataConfig)
@@ -104,22 +106,22 @@ class RunConfig:
     """TP x PP x DP layout."""
     tags: dict[str, Any] = field(default_factory=dict)
     """Free-form labels copied into run.json (e.g. ensemble name and member index)."""
-    split: SplitConfig = field(default_factory=SplitConfig)
-    """Split specialists (job=split): base run, D and cluster (launch/config_domains.py)."""
-    cpt: CPTConfig = field(default_factory=CPTConfig)
-    """Continued pre-training with replay (job=cpt) (launch/config_domains.py)."""
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    """Downstream evaluation through lm-eval (job=evaluate; launch/config_evaluate.py)."""
-    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
-    """Ensemble members and ensemble evaluation (launch/config_ensembles.py)."""
-    generate: GenerateConfig = field(default_factory=GenerateConfig)
-    """Teacher generation (job=generate)."""
-    distill: DistillConfig = field(default_factory=DistillConfig)
-    """Distillation students (job=distill)."""
 
 
-def register_schema() -> None:
-    """Register RunConfig as `schema` so conf/config.yaml validates against it."""
-    from hydra.core.config_store import ConfigStore
+def to_dict(cfg) -> dict:
+    """A typed config as a plain dict (what run.json stores and the folder hash reads)."""
+    from omegaconf import OmegaConf
 
-    ConfigStore.instance().store(name="schema", node=RunConfig)
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+
+
+def stored_run_config(config: dict) -> RunConfig:
+    """The shared part of a run.json `config`, typed: what a continuation or a tool needs of
+    any run (model, data, train, optim...), whatever its job; job sections are left out."""
+    from dataclasses import fields
+
+    from omegaconf import OmegaConf
+
+    keep = {f.name for f in fields(RunConfig)}
+    node = OmegaConf.create({k: v for k, v in config.items() if k in keep})
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), node))

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
+
+from .. import atomic
 
 # Keys that do not change what a run computes: a resubmission with other values (another
 # layout, cadence or output root) must find the same folder and resume it.
@@ -15,18 +16,8 @@ NON_IDENTITY_KEYS = {
     "out", "name", "parallel", "tags",
     "train.eval_every", "train.ckpt_every", "train.keep_checkpoints", "train.log_every",
     "train.keep_at_tokens",
-    "train.crash_at_step", "train.max_restarts", "data.cache_dir", "data.streaming",
-}
-
-# Config sections read only by some jobs: part of a run's identity only for those jobs (so
-# adding a section leaves every other job's folder names unchanged).
-JOB_SECTIONS = {
-    "ensemble": {"ensemble_member", "ensemble_eval"},
-    "generate": {"generate"},
-    "distill": {"distill"},
-    "split": {"split"},
-    "cpt": {"cpt"},
-    "evaluate": {"evaluate"},
+    "train.crash_at_step", "train.max_restarts", "train.peak_flops", "data.cache_dir",
+    "data.streaming",
 }
 
 
@@ -35,8 +26,6 @@ def _identity(cfg: dict, prefix: str = "") -> dict:
     for key, value in cfg.items():
         path = f"{prefix}{key}"
         if path in NON_IDENTITY_KEYS:
-            continue
-        if not prefix and key in JOB_SECTIONS and cfg.get("job") not in JOB_SECTIONS[key]:
             continue
         out[key] = _identity(value, path + ".") if isinstance(value, dict) else value
     return out
@@ -52,15 +41,17 @@ def _short(x: float) -> str:
     return f"{x:g}".replace("e-0", "e-").replace("e+0", "e")
 
 
-def run_name(cfg: dict) -> str:
-    """E.g. `pretrain-tiny-D131072-E2-lr0.003-wd0.1-s0.0-1a2b3c4d`."""
+def run_name(cfg: dict, detail: str | None = None) -> str:
+    """E.g. `pretrain-tiny-D131072-E2-lr0.003-wd0.1-s0.0-1a2b3c4d`; a job may give its own
+    `detail` (e.g. a split run's cluster and token counts) in place of D, E and weight decay."""
     if cfg.get("name"):
         return cfg["name"]
     m, d, t, o, s = cfg["model"], cfg["data"], cfg["train"], cfg["optim"], cfg["seed"]
-    return (
-        f"{cfg['job']}-{m['name']}-D{d['seed_tokens']}-E{t['epochs']}-lr{_short(o['lr'])}"
-        f"-wd{_short(o['weight_decay'])}-s{s['train']}.{s['data']}-{config_hash(cfg)}"
-    )
+    if detail is None:
+        detail = f"D{d['seed_tokens']}-E{t['epochs']}-lr{_short(o['lr'])}-wd{_short(o['weight_decay'])}"
+    else:
+        detail = f"{detail}-lr{_short(o['lr'])}"
+    return f"{cfg['job']}-{m['name']}-{detail}-s{s['train']}.{s['data']}-{config_hash(cfg)}"
 
 
 class RunDir:
@@ -102,7 +93,5 @@ class RunDir:
         record = self.read()
         record.update(fields)
         record["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        tmp = self.record_path.with_suffix(f".json.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(record, indent=2, default=str))
-        os.replace(tmp, self.record_path)
+        atomic.write_text(self.record_path, json.dumps(record, indent=2, default=str))
         return record

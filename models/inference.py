@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from . import checkpoint, gpt, size
-from .config import ParallelConfig
+from ..data.config import DataConfig
+from .config import ModelConfig, ParallelConfig
 
 
 class RunLoadError(ValueError):
@@ -33,15 +34,26 @@ def read_record(run_dir: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-def run_config(record: dict):
-    """The typed RunConfig stored in a run.json record."""
+@dataclass
+class StoredConfig:
+    """What inference needs of a run's stored config: its model and data, typed, and the
+    whole config as run.json keeps it (models/ never imports the launch layer's schemas)."""
+
+    model: ModelConfig
+    data: DataConfig
+    raw: dict
+
+
+def run_config(record: dict) -> StoredConfig:
+    """The model and data config stored in a run.json record."""
     from omegaconf import OmegaConf
 
-    from ..launch.config import RunConfig, register_schema
+    config = record["config"]
 
-    register_schema()
-    merged = OmegaConf.merge(OmegaConf.structured(RunConfig), record["config"])
-    return OmegaConf.to_object(merged)
+    def typed(cls, section):
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), config[section]))
+
+    return StoredConfig(typed(ModelConfig, "model"), typed(DataConfig, "data"), config)
 
 
 def tokenizer_sha(path: Path) -> str:

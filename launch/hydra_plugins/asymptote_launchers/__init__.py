@@ -2,15 +2,15 @@
 
 Hydra only instantiates launcher classes defined under `hydra_plugins`, and a submitted SLURM
 task unpickles its launcher by this module path. The behaviour lives in
-`asymptote.launch.launchers`; these names only place it where Hydra accepts it.
+`asymptote.launch.app.launchers`; these names only place it where Hydra accepts it.
 """
 
-from asymptote.launch import launchers as _impl
+from asymptote.launch.app import launchers as _impl
 
 
 class LocalSweepLauncher(_impl.LocalSweepLauncher):
-    """See asymptote.launch.launchers.LocalSweepLauncher."""
+    """See asymptote.launch.app.launchers.LocalSweepLauncher."""
 
 
 class SlurmSweepLauncher(_impl.SlurmSweepLauncher):
-    """See asymptote.launch.launchers.SlurmSweepLauncher."""
+    """See asymptote.launch.app.launchers.SlurmSweepLauncher."""

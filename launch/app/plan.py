@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from .validate import ConfigError
+from ..errors import ConfigError
 
 H100_BF16_DENSE = 989e12  # FLOP/s, the peak MFU is usually quoted against
 
@@ -29,11 +29,11 @@ def plan(overrides: list[str], mfu: float, peak_flops: float):
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
-    from ..models import size
-    from . import train  # registers the schema, resolvers and launchers
+    from ...models import size
     from .points import compose_points
+    from .register import register_all
 
-    del train
+    register_all()
     with initialize_config_module("asymptote.launch.conf", version_base="1.3"):
         def load(point):
             return compose("config", overrides=point, return_hydra_config=True)
@@ -61,7 +61,7 @@ def plan(overrides: list[str], mfu: float, peak_flops: float):
 def _tokenizer_vocab(cfg) -> int:
     if cfg.data.tokenizer == "train":
         return cfg.data.vocab_size
-    from ..data.tokenizer import Tokenizer
+    from ...data.tokenizer import Tokenizer
 
     return Tokenizer.load(cfg.data.tokenizer).vocab_size
 
@@ -72,7 +72,7 @@ def format_plan(points, launcher: dict, rows: list[dict], mfu: float, peak: floa
     target = launcher.get("_target_", "")
     lines = []
     if "Slurm" in target:
-        from ..slurm.scheduler import max_array_size
+        from ...slurm.scheduler import max_array_size
 
         limit = launcher.get("max_array_size") or max_array_size()
         pieces = chunks(points, limit)

@@ -84,13 +84,13 @@ def _open_record(sweep_dir: Path, out: Path, launcher: str, executor: dict | Non
 
 
 def _manifests(points: list[SweepPoint]) -> None:
-    from .jobs import NO_RUN_FOLDER
-
+    """Runs the analysis should expect: every point whose job keeps a run record."""
     by_root: dict[Path, list[str]] = {}
     for p in points:
-        if p.config.job in NO_RUN_FOLDER:
+        if p.outputs.record is None:
             continue
-        by_root.setdefault(p.run_dir.parent, []).append(p.run_dir.name)
+        folder = p.outputs.record.parent
+        by_root.setdefault(folder.parent, []).append(folder.name)
     for root, names in by_root.items():
         sweep_record.update_manifest(root, names)
 

@@ -21,9 +21,9 @@ def resubmit_failed(path: str | Path, wait: bool = False) -> list[str]:
     """Resubmit the FAILED and MISSING points of the sweep(s) at `path`; returns new job ids."""
     from submitit.core.utils import pickle_load
 
-    from ..launch.launchers import chunks, make_executor
-    from ..launch.sweep_record import read_sweeps, write_sweep
-    from .scheduler import max_array_size
+    from ...slurm.scheduler import max_array_size
+    from .launchers import chunks, make_executor
+    from .sweep_record import read_sweeps, write_sweep
     from .status import sweep_status
 
     rows, notes = sweep_status(path)
@@ -86,7 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..launch.sweep_record import SweepNotFound
+    from .sweep_record import SweepNotFound
 
     try:
         resubmit_failed(args.sweep, wait=args.wait)

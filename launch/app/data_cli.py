@@ -1,4 +1,5 @@
-"""`asymptote data <command>`: data tools. `cluster` splits a corpus into domains."""
+"""`asymptote data <command>`: data tools. `cluster` splits a corpus into domains; `prepare`
+tokenizes a run's corpus once, in shards (local processes or a SLURM array)."""
 
 from __future__ import annotations
 
@@ -44,8 +45,6 @@ def add_arguments(parser) -> None:
     c.add_argument("--streaming", action="store_true",
                    help="stream the corpus (no Arrow cache); for very large corpora and many shards")
     c.add_argument("--quiet", action="store_true", help="no progress messages")
-    from .shards import add_prepare_arguments
-
     add_prepare_arguments(sub.add_parser(
         "prepare", help="tokenize a run's corpus once, in parallel shards (SLURM array or local)",
         description="Build the prepared-data cache entry a run config uses (tokenizer, "
@@ -54,13 +53,11 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     if args.data_command == "prepare":
-        from .shards import run_prepare
-
         return run_prepare(args)
     if args.data_command != "cluster":
         print("usage: asymptote data cluster <corpus> --k K --out DIR  (see --help)", file=sys.stderr)
         return 2
-    from .cluster import ClusterConfig, ClusterError, cluster_corpus
+    from ...data.cluster import ClusterConfig, ClusterError, cluster_corpus
 
     cfg = ClusterConfig(
         corpus=list(args.corpus) or ["shipped"], k=args.k, text_key=args.text_key,
@@ -94,3 +91,73 @@ def format_report(report: dict) -> str:
         lines.append(f"{name:<8} {c['documents']:>6} {c['train_tokens']:>10} {c['val_tokens']:>8} "
                      f"{maj:<12} {' '.join(c['top_terms'][:6])}")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ asymptote data prepare
+def submit_slurm(executor_params: dict, folder: str):
+    """Run the shard tasks as SLURM array(s) through submitit (chunked by MaxArraySize), and wait."""
+
+    def submit(tasks):
+        from ...slurm.scheduler import max_array_size
+        from .launchers import chunks, make_executor
+
+        params = dict(executor_params, nodes=1, tasks_per_node=1)
+        executor = make_executor(params, folder)
+        jobs = []
+        for piece in chunks(tasks, max_array_size()):
+            with executor.batch():
+                jobs += [executor.submit(fn, *args) for fn, args in piece]
+            print(f"[asymptote] submitted tokenization array {jobs[-1].job_id.split('_')[0]} "
+                  f"({len(piece)} shards)", flush=True)
+        return [job.result() for job in jobs]
+
+    return submit
+
+
+def add_prepare_arguments(parser) -> None:
+    """`asymptote data prepare` options."""
+    parser.add_argument("overrides", nargs="*",
+                        help="asymptote-train overrides that choose the data (data.corpus=..., "
+                        "data.tokenizer=..., model.seq_len=...); add hydra/launcher=slurm "
+                        "(and hydra.launcher.partition=...) to run the shards as a SLURM array")
+    parser.add_argument("--shards", type=int, default=1, help="tokenization tasks (default 1)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="local processes when not on SLURM (default 2)")
+
+
+def run_prepare(args) -> int:
+    """Prepare (tokenize) the data of a run config once, before a sweep uses it."""
+    from omegaconf import OmegaConf
+
+    from ...data.shards import cache_root, prepare_sharded, submit_local
+    from ..errors import ConfigError
+    from .points import resolve_point
+    from .register import compose
+
+    try:
+        cfg = compose(list(args.overrides))
+        point = resolve_point(cfg, 0, list(args.overrides))
+        launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    except ConfigError as exc:
+        print(f"asymptote data prepare: {exc}")
+        return 2
+    run_cfg = point.config
+    val_tokens = run_cfg.data.val_sequences * run_cfg.model.seq_len + 1
+    if "Slurm" in launcher.get("_target_", ""):
+        folder = str(cache_root(run_cfg.data, val_tokens) / "slurm" / "%j")
+        launcher.pop("_target_")
+        for key in ("detach", "max_array_size"):  # asymptote's own launcher keys
+            launcher.pop(key, None)
+        submit = submit_slurm(launcher, folder)
+    else:
+        submit = submit_local(args.workers)
+    try:
+        prepared = prepare_sharded(run_cfg.data, val_tokens, args.shards, submit)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"asymptote data prepare: {exc}")
+        return 2
+    m = prepared.manifest
+    print(f"[asymptote] prepared {prepared.root}: {m['train_docs']} training documents, "
+          f"{sum(m['train_tokens'].values())} training tokens, validation domains "
+          f"{', '.join(prepared.domains)}")
+    return 0

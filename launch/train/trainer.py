@@ -1,7 +1,12 @@
-"""The training loop of one run, executed by every rank.
+"""The training loop of one run, executed by every rank, assembled from parts.
 
-init -> model (Megatron GPTModel, DDP) -> optimizer + cosine schedule -> resume from the
-latest checkpoint -> steps of get_forward_backward_func -> eval / TensorBoard / checkpoints.
+init -> model (Megatron GPTModel, DDP) -> optimizer + schedule -> resume from the run's latest
+checkpoint, or load the starting point -> steps of get_forward_backward_func -> evaluation,
+checkpoints, callbacks (TensorBoard, throughput).
+
+Parts (launch/train/): a batch source (plain, replay mix, teacher-text mix), a loss
+(cross-entropy, distillation), a starting point (fresh, another run's checkpoint), a schedule
+and callbacks. pretrain, ensemble members, distill, split and cpt are configurations of it.
 """
 
 from __future__ import annotations
@@ -9,46 +14,29 @@ from __future__ import annotations
 import math
 import os
 import signal
-import time
 import traceback
-from functools import partial
-from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..data.datasets import TrainBudget, validation_sets
-from ..data.sources import prepare_data
-from ..models import checkpoint, gpt, init, parallel, size
-from ..models.optimizer import build_optimizer, build_scheduler
-from .config import RunConfig
-from .preemption import PreemptionWatch, Preempted, RunBusyError, RunLock
-from .run_dir import RunDir
-from .validate import ConfigError, plan_steps
+from ...data.datasets import TrainBudget, validation_sets
+from ...data.sources import prepare_data
+from ...models import checkpoint, gpt, init, parallel, size
+from ...models.optimizer import build_optimizer, build_scheduler
+from ..config import RunConfig, to_dict
+from ..errors import ConfigError
+from ..run_dir import RunDir
+from .batches import PlainBatches
+from .callbacks import TensorBoard, Throughput
+from .losses import CrossEntropy
+from .preemption import Preempted, PreemptionWatch, RunBusyError, RunLock
+from .start import Fresh
 
 
-def _to_dict(cfg: RunConfig) -> dict:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
-
-
-def _loss_func(loss_mask: torch.Tensor, output: torch.Tensor):
-    """Mean token loss of a microbatch, plus its sum and count for exact averages."""
-    losses = output.float()
-    total = (losses * loss_mask).sum()
-    count = loss_mask.sum()
-    return total / count.clamp(min=1), {"loss_sum": total.detach(), "tokens": count.detach()}
-
-
-def _forward_step(data_iterator, model):
-    batch = next(data_iterator)
-    output = model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"])
-    return output, partial(_loss_func, batch["loss_mask"])
-
-
-def _microbatches(rows: np.ndarray, mask: np.ndarray, micro: int, device) -> list[dict]:
+def microbatches(rows: np.ndarray, mask: np.ndarray, micro: int, device) -> list[dict]:
     """[n, seq+1] token windows -> microbatches of inputs, labels, positions and loss mask."""
     seq = rows.shape[1] - 1
     positions = torch.arange(seq, device=device).unsqueeze(0).expand(micro, seq)
@@ -66,27 +54,51 @@ def _microbatches(rows: np.ndarray, mask: np.ndarray, micro: int, device) -> lis
     return out
 
 
+def cosine_schedule(optimizer, cfg: RunConfig, steps: int):
+    """The default schedule: warmup then cosine (asymptote.models.optimizer)."""
+    return build_scheduler(optimizer, cfg.optim, steps)
+
+
+@dataclass
+class Parts:
+    """What distinguishes one job's training from another's."""
+
+    batches: object = field(default_factory=PlainBatches)
+    """Batch source (launch/train/batches.py)."""
+    loss: object = field(default_factory=CrossEntropy)
+    """Training loss (launch/train/losses.py)."""
+    start: object = field(default_factory=Fresh)
+    """Starting point (launch/train/start.py)."""
+    schedule: Callable = cosine_schedule
+    """`schedule(optimizer, cfg, steps)` -> Megatron OptimizerParamScheduler."""
+    record: dict = field(default_factory=dict)
+    """Extra run.json fields of the job."""
+
+
 class Trainer:
     """Everything one rank holds for one run."""
 
-    def __init__(self, cfg: RunConfig):
+    def __init__(self, cfg: RunConfig, parts: Parts | None = None):
         import logging
 
         logging.getLogger("megatron.core").setLevel(logging.WARNING)  # per-layer INFO spam
         # We build GPTDataset indexes in memory on purpose (they are tiny); no need to warn.
         logging.getLogger("megatron.core.datasets.gpt_dataset").setLevel(logging.ERROR)
         self.cfg = cfg
-        self.cfg_dict = _to_dict(cfg)
+        self.parts = parts or Parts()
+        self.cfg_dict = to_dict(cfg)
         self.run = RunDir.for_config(self.cfg_dict)
         self.info = parallel.initialize(cfg.parallel, seed=cfg.seed.train)
         self.bf16 = cfg.train.precision == "bf16" or (
             cfg.train.precision == "auto" and torch.cuda.is_available()
         )
-        self.writer = None
-        # Jobs that start from other weights set this: evaluate and log at step 0 first.
-        self.eval_at_start = False
+        self.tensorboard = TensorBoard()
+        self.throughput = Throughput()
+        self.callbacks = [self.tensorboard, self.throughput]
+        self.extra_val: dict[str, dict[str, np.ndarray]] = {}  # prefix -> validation sets
         self.lock = RunLock(self.run.root)
         self.watch = None
+        self.step = 0
 
     # ----------------------------------------------------------------- set-up
     def admit(self) -> None:
@@ -133,7 +145,8 @@ class Trainer:
             )
         self.budget = TrainBudget(self.prepared, cfg.data.seed_tokens, seq)
         self.val = validation_sets(self.prepared, seq, cfg.data.val_sequences)
-        self.steps = plan_steps(cfg, self.budget.num_sequences)
+        self.parts.batches.setup(self)
+        self.steps = self.parts.batches.steps()
         # Checkpoints at the D grid (train.keep_at_tokens) are saved and never deleted.
         tokens_per_step = cfg.train.global_batch * seq
         self.keep_steps = {t // tokens_per_step for t in cfg.train.keep_at_tokens}
@@ -157,10 +170,10 @@ class Trainer:
         self.optimizer = build_optimizer(
             self.model, cfg.optim, self.bf16, cfg.parallel.distributed_optimizer
         )
-        self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.steps)
-        self.step = 0
+        self.scheduler = self.parts.schedule(self.optimizer, cfg, self.steps)
         self.params = size.total_params(cfg.model, self.vocab)
         self.flops_per_token = size.flops_per_token(cfg.model, self.vocab)
+        self.parts.loss.setup(self)
 
     def resume(self) -> bool:
         """Load the latest checkpoint of this run folder, if any. Returns whether it did."""
@@ -171,17 +184,19 @@ class Trainer:
         self.scheduler.load_state_dict(extra["scheduler"])
         self.step = int(extra["step"])
         if "rng" in extra:
-            torch.set_rng_state(extra["rng"]["cpu"])
+            checkpoint.restore_rng_state(extra["rng"])
         return True
 
     # ----------------------------------------------------------------- steps
-    def _fb(self, batches: list[dict], forward_only: bool):
+    def _fb(self, batches: list[dict], forward_only: bool, forward_step=None):
         from megatron.core.pipeline_parallel import get_forward_backward_func
+
+        from .losses import ce_forward_step
 
         n_chunks = len(self.model)
         iterators = [iter(batches) for _ in range(n_chunks)]
         return get_forward_backward_func()(
-            forward_step_func=_forward_step,
+            forward_step_func=forward_step or ce_forward_step,
             data_iterator=iterators if n_chunks > 1 else iterators[0],
             model=self.model if n_chunks > 1 else self.model[0],
             num_microbatches=len(batches),
@@ -204,16 +219,19 @@ class Trainer:
         return float(sums[0] / sums[1])
 
     def train_step(self) -> tuple[float | None, float]:
-        cfg = self.cfg
+        """One step on this rank's share of the next global batch."""
+        cfg, source = self.cfg, self.parts.batches
         per_rank = cfg.train.global_batch // self.info.dp
         start = self.step * cfg.train.global_batch + self.info.dp_rank * per_rank
-        rows = np.stack(
-            [self.budget.tokens(p, cfg.seed.data) for p in range(start, start + per_rank)]
-        )
-        batches = _microbatches(
+        positions = range(start, start + per_rank)
+        rows = np.stack([source.row(p) for p in positions])
+        batches = microbatches(
             rows, np.ones((per_rank, rows.shape[1] - 1), np.float32), cfg.train.micro_batch,
             self.info.device,
         )
+        loss = self.parts.loss
+        if not isinstance(loss, CrossEntropy):
+            loss.attach(batches, [source.index(p) for p in positions])
         return self.update(batches)
 
     def update(self, batches: list[dict]) -> tuple[float | None, float]:
@@ -221,7 +239,7 @@ class Trainer:
         for m in self.model:
             m.zero_grad_buffer()
         self.optimizer.zero_grad()
-        outputs = self._fb(batches, forward_only=False)
+        outputs = self._fb(batches, forward_only=False, forward_step=self.parts.loss.forward_step)
         # Update i (1-based) uses the schedule's lr at i: warmup starts above zero.
         self.scheduler.step(increment=1)
         _, grad_norm, _ = self.optimizer.step()
@@ -229,13 +247,10 @@ class Trainer:
         return self._reduce_over_dp(outputs), float(grad_norm or 0.0)
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """Validation loss per domain and overall (token-weighted), on the logger's view."""
+    def _evaluate_sets(self, sets: dict[str, np.ndarray]) -> dict[str, float]:
         micro, dp, r = self.cfg.train.micro_batch, self.info.dp, self.info.dp_rank
-        for m in self.model:
-            m.eval()
         results, total = {}, [0.0, 0.0]
-        for domain, rows in self.val.items():
+        for domain, rows in sets.items():
             mine = rows[r::dp]
             # Pad to whole microbatches (pipelines need fixed shapes); padding has mask 0.
             n_micro = max(1, math.ceil(math.ceil(len(rows) / dp) / micro))
@@ -244,37 +259,49 @@ class Trainer:
             if pad > 0:
                 mine = np.concatenate([mine, np.repeat(rows[:1], pad, axis=0)])
                 mask = np.concatenate([mask, np.zeros((pad, mask.shape[1]), np.float32)])
-            outputs = self._fb(_microbatches(mine, mask, micro, self.info.device), True)
+            outputs = self._fb(microbatches(mine, mask, micro, self.info.device), True)
             loss = self._reduce_over_dp(outputs)
             if loss is not None:
                 results[domain] = loss
                 tokens = len(rows) * (rows.shape[1] - 1)
                 total[0] += loss * tokens
                 total[1] += tokens
-        for m in self.model:
-            m.train()
         if total[1]:
             results["__all__"] = total[0] / total[1]
         return results
 
-    # ----------------------------------------------------------------- logging
-    def _log(self, tag: str, value: float, step: int) -> None:
-        if self.writer is not None:
-            self.writer.add_scalar(tag, value, step)
+    def evaluate(self) -> dict[str, float]:
+        """Validation loss per domain and overall (token-weighted), on the logger's view; extra
+        validation sets (e.g. `general` of a cpt run) as `<prefix>` and `<prefix>/<domain>`."""
+        for m in self.model:
+            m.eval()
+        try:
+            results = self._evaluate_sets(self.val)
+            for prefix, sets in self.extra_val.items():
+                for d, v in self._evaluate_sets(sets).items():
+                    results[prefix if d == "__all__" else f"{prefix}/{d}"] = v
+        finally:
+            for m in self.model:
+                m.train()
+        return results
+
+    # ----------------------------------------------------------------- records
+    def record(self, **fields) -> None:
+        """Merge fields into run.json (logger rank only)."""
+        if self.info.is_logger:
+            self.run.update(**fields)
 
     def _log_eval(self, losses: dict[str, float]) -> None:
         if not losses:
             return
-        self._log("val/loss", losses["__all__"], self.step)
-        self._record(step=self.step, val_loss=losses["__all__"])
-        for domain, loss in losses.items():
-            if domain != "__all__":
-                self._log(f"val/{domain}/loss", loss, self.step)
+        for cb in self.callbacks:
+            cb.on_eval(self, losses)
+        self.record(step=self.step, val_loss=losses["__all__"])
         if self.info.is_logger:
             print(f"[asymptote] step {self.step}/{self.steps} val/loss {losses['__all__']:.4f}",
                   flush=True)
 
-    def _save(self, final: bool = False) -> None:
+    def _save(self) -> None:
         extra = {"step": self.step, "scheduler": self.scheduler.state_dict(),
                  "rng": checkpoint.rng_state()}
         checkpoint.save(self.run.checkpoints, self.step, self.model, self.optimizer, extra,
@@ -286,28 +313,20 @@ class Trainer:
         e.g. on another machine) and return its identity."""
         import shutil
 
-        from ..models.inference import tokenizer_sha
+        from ...atomic import replacing
+        from ...models.inference import tokenizer_sha
 
         self.run.root.mkdir(parents=True, exist_ok=True)
         target = self.run.root / "tokenizer.json"
         if not target.exists():
-            tmp = target.with_suffix(f".json.tmp{os.getpid()}")
-            shutil.copyfile(self.prepared.root / "tokenizer.json", tmp)
-            os.replace(tmp, target)
+            with replacing(target) as tmp:
+                shutil.copyfile(self.prepared.root / "tokenizer.json", tmp)
         return tokenizer_sha(target)
 
-    def _record(self, **fields) -> None:
-        if self.info.is_logger:
-            self.run.update(**fields)
-
-    # ----------------------------------------------------------------- main
-    def fit(self) -> dict:
+    def _start_record(self, resumed: bool) -> None:
         cfg, info = self.cfg, self.info
-        self.admit()
-        self.setup()
-        resumed = self.resume()
         tokens_per_step = cfg.train.global_batch * cfg.model.seq_len
-        base = dict(
+        fields = dict(
             name=self.run.root.name, job=cfg.job, status="running", error=None,
             config=self.cfg_dict, params=self.params,
             non_embedding_params=size.non_embedding_params(cfg.model),
@@ -316,98 +335,88 @@ class Trainer:
             world=info.world, layout={"tp": info.tp, "pp": info.pp, "dp": info.dp},
             tags=dict(cfg.tags), domains=sorted(self.val), vocab=self.vocab,
             kept_tokens={str(s * tokens_per_step): s for s in sorted(self.keep_steps)},
+            tokenizer_sha=self._keep_tokenizer(),
+            **self.parts.start.record(), **self.parts.record,
         )
+        restarts = self.run.read().get("restarts", -1) + 1
+        self.run.update(**fields, restarts=restarts, resumed_from=self.step if resumed else None)
+        print(f"[asymptote] run {self.run.root} ({self.params:,} params, {self.steps} steps, "
+              f"layout tp{info.tp} pp{info.pp} dp{info.dp})"
+              + (f", resumed at step {self.step}" if resumed else ""), flush=True)
+
+    # ----------------------------------------------------------------- main
+    def fit(self) -> dict:
+        cfg, info = self.cfg, self.info
+        self.admit()
+        self.setup()
+        resumed = self.resume()
+        if not resumed:
+            self.parts.start.load(self)
+        self.started = True  # from here on a failure may record the step reached
         if info.is_logger:
-            base["tokenizer_sha"] = self._keep_tokenizer()
-            from torch.utils.tensorboard import SummaryWriter
-
-            # purge_step drops events logged after the checkpoint we resumed from, so no step
-            # appears twice.
-            self.writer = SummaryWriter(
-                str(self.run.tb), purge_step=self.step + 1 if resumed else None
-            )
-            record = self.run.read()
-            restarts = record.get("restarts", -1) + 1
-            self.run.update(**base, restarts=restarts, resumed_from=self.step if resumed else None)
-            print(f"[asymptote] run {self.run.root} ({self.params:,} params, {self.steps} steps, "
-                  f"layout tp{info.tp} pp{info.pp} dp{info.dp})"
-                  + (f", resumed at step {self.step}" if resumed else ""), flush=True)
-
-        if self.eval_at_start and not resumed:
-            # Jobs that start from other weights (split, cpt) log the loss they start from.
+            self._start_record(resumed)
+        for cb in self.callbacks:
+            cb.on_start(self, resumed)
+        if self.parts.start.evaluate_first and not resumed:
+            # Runs that start from other weights (split, cpt) log the loss they start from.
             start = self.evaluate()
             self._log_eval(start)
-            self._record(start={f"val/{d}/loss" if d != "__all__" else "val_loss": v
-                                for d, v in start.items()})
+            self.record(start={f"val/{d}/loss" if d != "__all__" else "val_loss": v
+                               for d, v in start.items()})
+        tokens_per_step = cfg.train.global_batch * cfg.model.seq_len
         eval_every, ckpt_every = cfg.train.eval_every, cfg.train.ckpt_every
         last_loss = None
         self.watch = PreemptionWatch()
         while self.step < self.steps:
-            t0 = time.perf_counter()
+            self.throughput.step_started()
             loss, grad_norm = self.train_step()
-            dt = time.perf_counter() - t0
             if info.is_logger and self.step % cfg.train.log_every == 0:
                 last_loss = loss
-                self._log("train/loss", loss, self.step)
-                self._log("train/lr", self.optimizer.param_groups[0]["lr"], self.step)
-                self._log("train/grad_norm", grad_norm, self.step)
-                self._log("train/tokens", self.step * tokens_per_step, self.step)
-                self._log("perf/tokens_per_s", tokens_per_step / dt, self.step)
-                if torch.cuda.is_available():
-                    peak = _peak_flops() * info.world
-                    self._log("perf/mfu", self.flops_per_token * tokens_per_step / dt / peak,
-                              self.step)
+                scalars = {"train/loss": loss, "train/lr": self.optimizer.param_groups[0]["lr"],
+                           "train/grad_norm": grad_norm,
+                           "train/tokens": self.step * tokens_per_step}
+                scalars.update(self.throughput.scalars(self, tokens_per_step))
+                scalars.update(self.parts.batches.step_logs(self.step, cfg.train.global_batch))
+                for cb in self.callbacks:
+                    cb.on_step(self, scalars)
             at_eval = bool(eval_every) and self.step % eval_every == 0
             if (at_eval or self.step in self.keep_steps) and self.step < self.steps:
                 self._log_eval(self.evaluate())
             periodic = bool(ckpt_every) and self.step % ckpt_every == 0
             if (periodic or self.step in self.keep_steps) and self.step < self.steps:
                 self._save()
-                self._record(step=self.step, train_loss=last_loss)
+                self.record(step=self.step, train_loss=last_loss)
             if self.watch.agreed(info.device):
                 # Preemption or the time limit is near: checkpoint now, then requeue (run_training).
                 if checkpoint.latest_step(self.run.checkpoints) != self.step:
                     self._save()
-                self._record(status="requeued", step=self.step, train_loss=last_loss)
-                if self.writer is not None:
-                    self.writer.close()
+                self.record(status="requeued", step=self.step, train_loss=last_loss)
+                self.tensorboard.close()
                 raise Preempted(f"stopped by a preemption/timeout signal at step {self.step}, "
                                 "after a checkpoint")
             if cfg.train.crash_at_step is not None and self.step == cfg.train.crash_at_step:
-                if self.writer is not None:
-                    self.writer.flush()
+                self.tensorboard.flush()
                 os.kill(os.getpid(), signal.SIGKILL)
 
         final = self.evaluate()
         self._log_eval(final)
         if checkpoint.latest_step(self.run.checkpoints) != self.step:
-            self._save(final=True)
-        if self.writer is not None:
-            self.writer.close()
+            self._save()
         result = {}
         if info.is_logger:
             result = {"val_loss": final.get("__all__"), "train_loss": last_loss}
             result.update({f"val/{d}/loss": v for d, v in final.items() if d != "__all__"})
             self.run.update(status="done", step=self.step, final=result)
+        for cb in self.callbacks:
+            cb.on_end(self, result)
         return result
 
 
-def _peak_flops() -> float:
-    """Dense bf16 peak of this GPU (H100/H200 SXM 989 TFLOP/s; A100 312), for MFU."""
-    name = torch.cuda.get_device_name()
-    if "H100" in name or "H200" in name or "H20" in name:
-        return 989e12
-    if "A100" in name:
-        return 312e12
-    return float(os.environ.get("ASYMPTOTE_PEAK_FLOPS", 312e12))
-
-
-def run_training(cfg: RunConfig, make_trainer=None) -> dict:
-    """Train one run on this rank; on error record it in run.json (status failed) and re-raise.
-    `make_trainer(cfg)` builds the Trainer (a subclass for jobs that start from other weights)."""
+def run_training(cfg: RunConfig, parts: Parts | None = None) -> dict:
+    """Train one run on this rank; on error record it in run.json (status failed) and re-raise."""
     trainer = None
     try:
-        trainer = (make_trainer or Trainer)(cfg)
+        trainer = Trainer(cfg, parts)
         return trainer.fit()
     except Preempted:
         parallel.shutdown()
@@ -415,20 +424,24 @@ def run_training(cfg: RunConfig, make_trainer=None) -> dict:
             if trainer.watch.hand_over():  # submitit requeues from rank 0 (and exits there)
                 return {}
         except Exception as exc:  # e.g. submitit: timed out too many times, not requeued
-            trainer._record(status="failed", error=f"{type(exc).__name__}: {exc}")
+            trainer.record(status="failed", error=f"{type(exc).__name__}: {exc}")
             raise
-        trainer._record(status="stopped")
+        trainer.record(status="stopped")
         raise
     except RunBusyError:
         raise  # the folder belongs to the other job: leave its run.json alone
     except BaseException as exc:
         if trainer is not None and not isinstance(exc, KeyboardInterrupt):
-            trainer.run.update(status="failed", error=f"{type(exc).__name__}: {exc}",
-                               traceback=traceback.format_exc(), step=trainer.__dict__.get("step"))
+            fields = dict(status="failed", error=f"{type(exc).__name__}: {exc}",
+                          traceback=traceback.format_exc())
+            if getattr(trainer, "started", False):  # else run.json keeps the progress it had
+                fields["step"] = trainer.step
+            trainer.run.update(**fields)
         raise
     finally:
         if trainer is not None:
             if trainer.watch is not None:
                 trainer.watch.close()
+            trainer.tensorboard.close()
             trainer.lock.release()
         parallel.shutdown()

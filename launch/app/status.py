@@ -1,11 +1,13 @@
 """`asymptote status <sweep>`: each point of a sweep as PENDING / RUNNING / DONE / FAILED /
 REQUEUED / MISSING, with its last step and loss.
 
-Three sources, in this order of trust: squeue (what is queued or running now), run.json (what
-the run itself recorded: done, failed with its error, requeued after a preemption signal), and
-sacct (how a job that left the queue ended). sacct lags squeue by seconds, and may be off
-entirely; then a point whose run left no record is reported as UNKNOWN, with a note, rather
-than guessed.
+What a point produces comes from its job (`outputs` in sweep.json): a run record (run.json)
+or output files. Sources, in this order of trust: the run's own record when it says done (a
+task still finishing in squeue has done its work), squeue (what is queued or running now),
+run.json otherwise (failed with its error, requeued after a preemption signal), the job's
+output files, and sacct (how a job that left the queue ended). sacct lags squeue by seconds,
+and may be off entirely; then a point that left no record is reported as UNKNOWN, with a note,
+rather than guessed.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ def classify(record: dict, live, accounted, queue_known: bool = True) -> tuple[s
     sacct entry `accounted` (None if none or unknown)."""
     status = record.get("status")
     restarts = record.get("restarts") or 0
+    if status == "done":  # the run finished its work, even if its task is still leaving squeue
+        return "DONE", ""
     if live is not None:
         requeued = status in ("requeued", "stopped") or (accounted and accounted.restarts > 0)
         if live.state == "PENDING":
@@ -73,18 +77,47 @@ def classify(record: dict, live, accounted, queue_known: bool = True) -> tuple[s
     return "MISSING", "never started"
 
 
+def _outputs(entry: dict) -> tuple[Path | None, list[Path]]:
+    """(run record, output files) of a sweep.json entry; entries written before jobs declared
+    their outputs: the run folder's run.json (job=evaluate: none)."""
+    out = entry.get("outputs")
+    if out is not None:
+        return (Path(out["record"]) if out.get("record") else None), [Path(f) for f in out["files"]]
+    if entry.get("job") == "evaluate":
+        return None, []
+    return Path(entry["run_dir"]) / "run.json", []
+
+
+def _files_state(files: list[Path], live, accounted, queue_known: bool) -> tuple[str, str]:
+    """(state, detail) of a point whose job keeps no run record, from its output files."""
+    if files and all(f.exists() for f in files):
+        return "DONE", "outputs written"
+    if live is not None:
+        return classify({}, live, accounted, queue_known)
+    if accounted is not None:
+        if accounted.state in ("PENDING", "RUNNING", "REQUEUED"):
+            return classify({}, None, accounted, queue_known)
+        if accounted.state == "COMPLETED":
+            if not files:  # a job that declares no files: the scheduler is all there is
+                return "DONE", "job completed"
+            missing = [f.name for f in files if not f.exists()]
+            return "FAILED", f"job ended without writing {', '.join(missing)}"
+        return "FAILED", f"SLURM state {accounted.state} (exit {accounted.exit_code})"
+    return ("UNKNOWN", "the queue cannot be asked") if not queue_known else (
+        "MISSING", "never started")
+
+
 def sweep_status(path: str | Path) -> tuple[list[PointStatus], list[str]]:
     """Status rows of every point of the sweep(s) at `path`, and notes about the sources."""
-    from ..launch.jobs import NO_RUN_FOLDER
-    from ..launch.run_dir import RunDir
-    from ..launch.sweep_record import read_sweeps
-    from . import scheduler
+    from ...slurm import scheduler
+    from ..run_dir import RunDir
+    from .sweep_record import read_sweeps
 
     sweeps = read_sweeps(path)
     points: dict[str, dict] = {}  # the latest entry per run folder
     for _, record in sweeps:
         for entry in record["points"]:
-            points[entry["run_dir"]] = entry
+            points[entry["run_dir"] + str(entry.get("outputs"))] = entry
     job_ids = [p["job_id"] for p in points.values() if p.get("job_id")]
     notes = []
     live = scheduler.squeue(job_ids) if job_ids else {}
@@ -98,10 +131,17 @@ def sweep_status(path: str | Path) -> tuple[list[PointStatus], list[str]]:
                      "ended is unknown; such points without a run record show UNKNOWN")
     rows = []
     for entry in sorted(points.values(), key=lambda e: e["index"]):
-        record = RunDir(Path(entry["run_dir"])).read()
+        record_path, files = _outputs(entry)
+        record = RunDir(record_path.parent).read() if record_path is not None else {}
         job = entry.get("job_id")
         acc = accounted.get(job) if (job and accounted is not None) else None
-        if job and accounted is None and not record:
+        if record_path is None:  # results are files (generate) or live in other runs' folders
+            if job:
+                state, detail = _files_state(files, live.get(job), acc, queue_known)
+            else:  # a local sweep: the files are all there is
+                done = files and all(f.exists() for f in files)
+                state, detail = ("DONE", "outputs written") if done else ("PENDING", "")
+        elif job and accounted is None and not record:
             state, detail = ("PENDING" if job in live else "UNKNOWN"), ""
             if job in live:
                 state, detail = classify(record, live[job], None)
@@ -111,10 +151,6 @@ def sweep_status(path: str | Path) -> tuple[list[PointStatus], list[str]]:
                      "requeued": "REQUEUED", "stopped": "FAILED"}.get(status, "PENDING")
             detail = record.get("error") or ("stopped by a signal; run again to resume"
                                               if status == "stopped" else "")
-        elif entry.get("job") in NO_RUN_FOLDER:  # results live in other runs' folders
-            state, detail = classify({}, live.get(job), acc, queue_known)
-            if state == "FAILED" and acc is not None and acc.state == "COMPLETED":
-                state, detail = "DONE", f"{entry['job']} job completed"
         else:
             state, detail = classify(record, live.get(job), acc, queue_known)
         loss = record.get("final", {}).get("val_loss") if state == "DONE" else None
@@ -149,7 +185,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..launch.sweep_record import SweepNotFound
+    from .sweep_record import SweepNotFound
 
     try:
         rows, notes = sweep_status(args.sweep)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import sys
 import time
 from pathlib import Path
+
+from ... import atomic
 
 SWEEP_FILE = "sweep.json"
 MANIFEST_FILE = "manifest.json"
@@ -21,12 +22,6 @@ MANIFEST_FILE = "manifest.json"
 
 class SweepNotFound(FileNotFoundError):
     """A path with no sweep record (the message says what to give instead)."""
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def new_record(sweep_dir: Path, out: Path, launcher: str, executor: dict | None = None) -> dict:
@@ -41,8 +36,8 @@ def new_record(sweep_dir: Path, out: Path, launcher: str, executor: dict | None 
 def point_entry(point, job_id: str | None = None, pickle: str | None = None) -> dict:
     """sweep.json's entry for one SweepPoint (with its SLURM ids when submitted)."""
     entry = {"index": point.index, "overrides": point.overrides, "run_dir": str(point.run_dir),
-             "run_name": point.run_dir.name, "job": point.config.job, "job_id": job_id,
-             "submission": pickle,
+             "run_name": point.run_dir.name, "job": point.config.job,
+             "outputs": point.outputs.as_dict(), "job_id": job_id, "submission": pickle,
              "previous_job_ids": []}
     if job_id and "_" in job_id:
         entry["array_job_id"], task = job_id.split("_", 1)
@@ -55,7 +50,7 @@ def write_sweep(sweep_dir: Path, record: dict) -> Path:
     sweep_dir.mkdir(parents=True, exist_ok=True)
     path = sweep_dir / SWEEP_FILE
     record["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    _write_json(path, record)
+    atomic.write_json(path, record, indent=2, default=str)
     return path
 
 
@@ -82,5 +77,5 @@ def update_manifest(out: Path, run_names: list[str]) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         runs = json.loads(path.read_text()).get("runs", []) if path.is_file() else []
         merged = sorted(set(runs) | set(run_names))
-        _write_json(path, {"runs": merged})
+        atomic.write_json(path, {"runs": merged}, indent=2)
     return path

@@ -13,31 +13,10 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .config import RunConfig, register_schema
-from .jobs import job_function, prepare_config
-from .launchers import register_launchers
-from .validate import ConfigError, validate
-
-register_schema()
-
-
-def tasks_per_node(tp: int, pp: int, dp: int, nodes: int) -> int:
-    """SLURM tasks per node of one run: its tp x pp x dp ranks spread evenly over `nodes`.
-
-    Resolver ``asymptote.tasks_per_node`` of ``conf/hydra/launcher/slurm.yaml``."""
-    world, nodes = int(tp) * int(pp) * int(dp), int(nodes)
-    if nodes < 1 or world % nodes:
-        raise ValueError(f"tp x pp x dp = {world} ranks cannot be spread evenly over {nodes} "
-                         f"node(s); set hydra.launcher.nodes to a divisor of {world}")
-    return world // nodes
-
-
-OmegaConf.register_new_resolver("asymptote.tasks_per_node", tasks_per_node, replace=True)
-# Part of the sweep folder's name: two sweeps started in the same second get different folders.
-# Cached, and Hydra copies resolver caches into each point's config, so every point (and a SLURM
-# task re-composing its config) sees the launching process's value.
-OmegaConf.register_new_resolver("asymptote.pid", os.getpid, use_cache=True, replace=True)
-register_launchers()
+from .. import jobs
+from ..checks import raise_problems
+from ..errors import ConfigError
+from .register import register_all
 
 
 def _under_launcher() -> bool:
@@ -60,48 +39,53 @@ def _rank_main(local_rank: int, cfg_yaml: str, world: int, port: int) -> None:
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
     )
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    run_cfg = to_run_config(OmegaConf.create(cfg_yaml))
-    job_function(run_cfg.job)(run_cfg)
+    cfg = jobs.typed(OmegaConf.create(cfg_yaml))  # already derived and checked by the parent
+    jobs.get(cfg.job).run(cfg)
 
 
-def to_run_config(cfg: DictConfig) -> RunConfig:
-    """The typed RunConfig of a composed (and resolved) Hydra config."""
-    merged = OmegaConf.merge(OmegaConf.structured(RunConfig), cfg)
-    return OmegaConf.to_object(merged)
+def prepared_config(cfg: DictConfig, world: int | None = None):
+    """The typed, derived and checked config of a composed one (ConfigError lists problems)."""
+    body = OmegaConf.create({k: v for k, v in cfg.items() if k != "hydra"})
+    OmegaConf.resolve(body)
+    typed = jobs.typed(body)
+    typed = jobs.derive(typed)
+    raise_problems(jobs.check_config(typed, world))
+    return typed
 
 
 def launch(cfg: DictConfig) -> dict:
-    """Validate, then train on this process or on locally spawned ranks."""
-    OmegaConf.resolve(cfg)
-    cfg = prepare_config(cfg)  # job-specific derivations (e.g. an ensemble member's seeds)
-    run_cfg = to_run_config(cfg)
-    p = run_cfg.parallel
+    """Check, then run the job on this process or on locally spawned ranks."""
     if _under_launcher():
-        validate(run_cfg, world=int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", 1))))
-        from ..slurm import env as slurm_env  # sets RANK/WORLD_SIZE/MASTER_* from SLURM
+        world = int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", 1)))
+        run_cfg = prepared_config(cfg, world)
+        from ...slurm import env as slurm_env  # sets RANK/WORLD_SIZE/MASTER_* from SLURM
 
         slurm_env.export_torch_env()
-        return job_function(run_cfg.job)(run_cfg)
-    validate(run_cfg)
+        return jobs.get(run_cfg.job).run(run_cfg)
+    run_cfg = prepared_config(cfg)
+    p = run_cfg.parallel
     world = p.tp * p.pp * p.dp
     if world == 1:
         os.environ.setdefault("MASTER_PORT", str(free_port()))
-        return job_function(run_cfg.job)(run_cfg)
+        return jobs.get(run_cfg.job).run(run_cfg)
     import torch.multiprocessing as mp
 
     mp.start_processes(
-        _rank_main, args=(OmegaConf.to_yaml(cfg), world, free_port()), nprocs=world,
-        join=True, start_method="spawn",
+        _rank_main, args=(OmegaConf.to_yaml(OmegaConf.structured(run_cfg)), world, free_port()),
+        nprocs=world, join=True, start_method="spawn",
     )
-    from .run_dir import RunDir
+    out = jobs.outputs(run_cfg)
+    if out.record is None or not out.record.is_file():
+        return {}
+    import json
 
-    return RunDir.for_config(OmegaConf.to_container(cfg)).read().get("final", {})
+    return json.loads(out.record.read_text()).get("final", {})
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="pkg://asymptote.launch.conf", config_name="config")
 def hydra_main(cfg: DictConfig) -> float | None:
     """Hydra entry: returns the final validation loss (what a sweeper would minimise)."""
-    from .preemption import Preempted, RunBusyError
+    from ..train.preemption import Preempted, RunBusyError
 
     try:
         final = launch(cfg)
@@ -126,6 +110,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     """Console-script entry point."""
+    register_all()
     hydra_main()
 
 

@@ -13,17 +13,17 @@ import sys
 
 # name -> (module, one-line help). Add a subcommand by adding a row here.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("asymptote.launch.demo", "run the CPU demo: a tiny sweep and its results table"),
+    "demo": ("asymptote.launch.demos.demo", "run the CPU demo: a tiny sweep and its results table"),
     "analyze": ("asymptote.analysis.cli_analyze", "analyse a finished sweep: fits, tables, plots"),
     "fit": ("asymptote.analysis.cli_fit", "fit a scaling law to any CSV table"),
     "cluster": ("asymptote.slurm.cluster", "start or stop the local test SLURM cluster"),
     "eval": ("asymptote.evals.cli", "lm-eval hook, offline task pack, benchmark recipes and snapshots"),
-    "status": ("asymptote.slurm.status", "show each point of a sweep: pending, running, done..."),
-    "resubmit": ("asymptote.slurm.resubmit", "submit a sweep's failed or missing points again"),
-    "plan": ("asymptote.launch.plan", "validate a sweep and print its arrays, resources and cost"),
-    "ensemble-eval": ("asymptote.launch.ensemble",
+    "status": ("asymptote.launch.app.status", "show each point of a sweep: pending, running, done..."),
+    "resubmit": ("asymptote.launch.app.resubmit", "submit a sweep's failed or missing points again"),
+    "plan": ("asymptote.launch.app.plan", "validate a sweep and print its arrays, resources and cost"),
+    "ensemble-eval": ("asymptote.launch.app.ensemble_cli",
                       "ensemble validation loss for K = 1..members, logit and probability mean"),
-    "data": ("asymptote.data.cli", "data tools: `data cluster` splits a corpus into k domains"),
+    "data": ("asymptote.launch.app.data_cli", "data tools: `data cluster` splits a corpus into k domains"),
     "analyze-split": ("asymptote.analysis.cli_split",
                       "fit L(N, D, D') to job=split runs: optimal split, break-even, plots"),
 }

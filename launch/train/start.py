@@ -1,8 +1,8 @@
-"""Runs that start from another run's weights: the base checkpoint, checked, and a Trainer that
-loads it (model only: fresh optimizer and schedule) before its first step.
+"""Starting points of the Trainer: fresh initialisation, or another run's checkpoint.
 
-Shared by `job=split` and `job=cpt`. The base may have been saved under any TP/PP layout
-(dist_checkpointing reshards into this run's layout).
+`FromRun` starts a new run (own folder, optimizer and schedule) from a base run's weights at a
+step or a token count, saved under any TP/PP layout (dist_checkpointing reshards into this
+run's layout). On a restart of the same run folder the run's own latest checkpoint wins.
 """
 
 from __future__ import annotations
@@ -10,14 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..models import checkpoint
-from ..models.inference import RunLoadError, read_record, run_config, tokenizer_sha
-from .loop import Trainer
-from .validate import ConfigError
-
-
-class BaseRunError(ConfigError):
-    """The base run cannot serve as a starting point as asked; the message says why."""
+from ...models import checkpoint
+from ...models.inference import RunLoadError, read_record, tokenizer_sha
+from ..config import stored_run_config
+from ..errors import BaseRunError
 
 
 @dataclass
@@ -26,12 +22,13 @@ class BaseCheckpoint:
 
     run_dir: Path
     record: dict
-    cfg: object  # the base's RunConfig
+    cfg: object  # the base's typed run config
     step: int
     path: Path
 
     @property
     def tokens_per_step(self) -> int:
+        """Training tokens per optimizer step of the base."""
         return self.cfg.train.global_batch * self.cfg.model.seq_len
 
     @property
@@ -46,10 +43,11 @@ class BaseCheckpoint:
 
     @property
     def tokenizer_id(self) -> str:
+        """The base tokenizer's identity (sha of tokenizer.json)."""
         return self.record.get("tokenizer_sha") or tokenizer_sha(self.tokenizer)
 
 
-def _open(base: str | None, key: str) -> tuple[Path, dict, object]:
+def _open(base: str | None, key: str) -> tuple[Path, dict, object, list[int]]:
     if not base:
         raise BaseRunError(f"{key}.base is not set; give the folder of the run to start from")
     run_dir = Path(base).expanduser()
@@ -59,21 +57,21 @@ def _open(base: str | None, key: str) -> tuple[Path, dict, object]:
         raise BaseRunError(f"{key}.base: {exc}") from None
     if "config" not in record:
         raise BaseRunError(f"{key}.base={base}: run.json has no config; it is not a training run")
-    return run_dir, record, run_config(record)
+    steps = checkpoint.list_checkpoints(run_dir / "checkpoints")
+    if not steps:
+        raise BaseRunError(f"{key}.base={base} has no checkpoint yet; let it train or finish")
+    return run_dir, record, stored_run_config(record["config"]), steps
 
 
 def base_at_tokens(base: str | None, tokens: int, key: str = "split") -> BaseCheckpoint:
     """The base's checkpoint after `tokens` training tokens (0: its final/latest checkpoint)."""
-    run_dir, record, cfg = _open(base, key)
+    run_dir, record, cfg, steps = _open(base, key)
     root = run_dir / "checkpoints"
-    steps = checkpoint.list_checkpoints(root)
-    if not steps:
-        raise BaseRunError(f"{key}.base={base} has no checkpoint yet; let it train or finish")
     per_step = cfg.train.global_batch * cfg.model.seq_len
-    kept = [s * per_step for s in steps]
     if tokens == 0:
         step = checkpoint.latest_step(root)
     elif tokens % per_step or tokens // per_step not in steps:
+        kept = [s * per_step for s in steps]
         raise BaseRunError(
             f"{key}.base_tokens={tokens}: the base run {run_dir.name} has no checkpoint after "
             f"{tokens} tokens (it has checkpoints after {kept} tokens, {per_step} per step); "
@@ -86,11 +84,8 @@ def base_at_tokens(base: str | None, tokens: int, key: str = "split") -> BaseChe
 
 def base_at_step(base: str | None, step: int | None, key: str = "cpt") -> BaseCheckpoint:
     """The base's checkpoint at `step` (None: its latest)."""
-    run_dir, record, cfg = _open(base, key)
+    run_dir, record, cfg, steps = _open(base, key)
     root = run_dir / "checkpoints"
-    steps = checkpoint.list_checkpoints(root)
-    if not steps:
-        raise BaseRunError(f"{key}.base={base} has no checkpoint yet; let it train or finish")
     if step is None:
         step = checkpoint.latest_step(root)
     elif step not in steps:
@@ -98,34 +93,41 @@ def base_at_step(base: str | None, step: int | None, key: str = "cpt") -> BaseCh
     return BaseCheckpoint(run_dir, record, cfg, step, checkpoint.step_dir(root, step))
 
 
-class ContinuedTrainer(Trainer):
-    """A fresh run (own folder, optimizer and schedule) whose weights start as the base's.
+class Fresh:
+    """Weights from the run's own initialisation (seed.train)."""
 
-    On a restart of the same run folder the run's own latest checkpoint wins (normal resume).
-    The loss before the first step is evaluated and logged at step 0 (`start` in run.json)."""
+    evaluate_first = False
+    """Whether the loss before the first step is worth logging (it is not for random weights)."""
 
-    def __init__(self, cfg, base: BaseCheckpoint, load_optimizer: bool = False):
-        super().__init__(cfg)
-        self.base = base
-        self.load_optimizer = load_optimizer
-        self.eval_at_start = True
+    def load(self, trainer) -> None:
+        """Nothing to load: the model is initialised by the trainer."""
 
-    def resume(self) -> bool:
-        if super().resume():
-            return True
+    def record(self) -> dict:
+        """Fields of run.json describing the starting point."""
+        return {}
+
+
+class FromRun:
+    """Weights (and optionally AdamW moments) of a base run's checkpoint; fresh schedule. The
+    loss before the first step is evaluated and logged at step 0 (`start` in run.json)."""
+
+    evaluate_first = True
+
+    def __init__(self, base: BaseCheckpoint, load_optimizer: bool = False, **record_fields):
+        self.base, self.load_optimizer, self.fields = base, load_optimizer, record_fields
+
+    def load(self, trainer) -> None:
+        """Load the base's checkpoint into the trainer's model (and optimizer)."""
         if self.load_optimizer:
-            checkpoint.load(self.base.path.parent, self.base.step, self.model, self.optimizer)
+            checkpoint.load(self.base.path.parent, self.base.step, trainer.model, trainer.optimizer)
         else:
-            checkpoint.load_model_only(self.base.path, self.model)
+            checkpoint.load_model_only(self.base.path, trainer.model)
             # Mixed precision keeps fp32 main copies of the weights: refresh them from the model.
-            self.optimizer.reload_model_params()
-        if self.info.is_logger:
+            trainer.optimizer.reload_model_params()
+        if trainer.info.is_logger:
             print(f"[asymptote] starting from {self.base.run_dir} step {self.base.step} "
                   f"({self.base.tokens} tokens)", flush=True)
-        return False
 
-
-def adopt_base_model(cfg, base: BaseCheckpoint) -> None:
-    """Continuations keep the base's architecture (`model` and its overrides are taken from the
-    base run, whatever the composed config says)."""
-    cfg.model = base.cfg.model
+    def record(self) -> dict:
+        return {"base_run": str(self.base.run_dir.resolve()), "base_step": self.base.step,
+                "base_tokens": self.base.tokens, **self.fields}

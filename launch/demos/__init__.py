@@ -1,0 +1,1 @@
+"""`asymptote demo`: the embedded default and its ensemble and split stages."""
