@@ -29,7 +29,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 def train(preset: str, out: Path, cache: Path) -> Path:
     env = dict(os.environ, ASYMPTOTE_CACHE=str(cache), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "asymptote.launch.train", f"model={preset}",
+    cmd = [sys.executable, "-m", "asymptote.launch.app.main", f"model={preset}",
            "data.seed_tokens=4096", "train.global_batch=4", "train.micro_batch=4",
            "train.eval_every=0", f"out={out}"]
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -25,7 +25,7 @@ def train_members(model: str, n: int, root: Path) -> list[Path]:
     runs = []
     for seed in range(n):
         out = root / f"{model}-s{seed}"
-        subprocess.run([sys.executable, "-m", "asymptote.launch.train", f"model={model}",
+        subprocess.run([sys.executable, "-m", "asymptote.launch.app.main", f"model={model}",
                         "data.seed_tokens=16384", "train.epochs=1", "train.global_batch=8",
                         "train.micro_batch=4", f"seed.train={seed}", f"out={out}"],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -4,7 +4,7 @@ Run from the repository root (the folder holding pyproject.toml) with the projec
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/training/step_overhead.py
 
-(a) `asymptote.launch.loop.Trainer.train_step()` (what `asymptote-train` runs every step: data
+(a) `asymptote.launch.train.trainer.Trainer.train_step()` (what `asymptote-train` runs every step: data
     from the fixed budget, microbatching, Megatron DDP, forward_backward, cosine schedule,
     Megatron AdamW, loss reduction) and
 (b) a minimal Megatron-Core loop written here: the same GPTModel (built with
@@ -18,7 +18,7 @@ the overhead ratio median(a) / median(b) - 1 (target <= 5%).
 
 (c) tokens/s of each tiny preset through the project's loop (median train_step time).
 (d) with CUDA: MFU of `150m` and `300m` (bf16) through the project's loop,
-    flops_per_token x tokens/s / peak (`launch/loop.py:_peak_flops`); skipped without CUDA.
+    flops_per_token x tokens/s / peak (`models/gpu_peaks.py`); skipped without CUDA.
 
 Writes bench/training/results/step_overhead.json and .md.
 """
@@ -73,7 +73,7 @@ def _config(preset: str, args, *, seq_len: int | None = None, global_batch: int 
 
 
 def _trainer(cfg):
-    from asymptote.launch.loop import Trainer
+    from asymptote.launch.train.trainer import Trainer
 
     trainer = Trainer(cfg)
     trainer.setup()
@@ -227,13 +227,15 @@ def throughput(preset: str, args, n: int, **kw) -> dict:
         "tokens_per_s": tokens / med,
     }
     if torch.cuda.is_available():
-        from asymptote.launch.loop import _peak_flops
+        from asymptote.models.gpu_peaks import dense_bf16_peak
 
-        peak = _peak_flops() * trainer.info.world
+        per_device = dense_bf16_peak(torch.cuda.get_device_name(), trainer.cfg.train.peak_flops)
         out["flops_per_token"] = trainer.flops_per_token
-        out["peak_flops"] = peak
-        out["mfu"] = trainer.flops_per_token * tokens / med / peak
         out["bf16"] = trainer.bf16
+        if per_device is not None:  # an unknown device gets no MFU
+            peak = per_device * trainer.info.world
+            out["peak_flops"] = peak
+            out["mfu"] = trainer.flops_per_token * tokens / med / peak
     del trainer
     return out
 

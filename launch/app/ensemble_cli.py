@@ -26,7 +26,7 @@ def run(args) -> int:
     """Evaluate and print the results JSON; exit 2 with a message on bad members."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     if "RANK" not in os.environ:  # a single process: its own rendezvous port, whatever is set
-        from .main import free_port
+        from .spawn import free_port
 
         os.environ["MASTER_PORT"] = str(free_port())
     from ...evals.ensemble import EnsembleEvalError, check_members, evaluate_ensemble

@@ -61,9 +61,9 @@ def run(args) -> int:
         from .demo_split import run_stage as run_split_stage
 
         return run_split_stage(sweep.parent / f"{sweep.name}_split", env)
-    cmd = [sys.executable, "-m", "asymptote.launch.train", "-m", "experiment=tiny_sweep",
+    cmd = [sys.executable, "-m", "asymptote.launch.app.main", "-m", "experiment=tiny_sweep",
            f"out={sweep}", *args.overrides]
-    print("$ " + " ".join(cmd[2:]).replace("asymptote.launch.train", "asymptote-train"), flush=True)
+    print("$ " + " ".join(cmd[2:]).replace("asymptote.launch.app.main", "asymptote-train"), flush=True)
     code = subprocess.call(cmd, env=env)
     rows = results_table(sweep)
     print("\nFinal validation loss per run (D and E fixed):")
@@ -72,10 +72,10 @@ def run(args) -> int:
         print(f"\nthe sweep failed (exit {code}); see the run folders under {sweep}")
         return code
     try:
-        from ..analysis.report import analyze_sweep
+        from ...analysis.report import analyze_sweep
     except ImportError:
         return 0
-    from ..analysis.errors import AnalysisError
+    from ...analysis.errors import AnalysisError
 
     try:
         report = analyze_sweep(sweep, sweep / "analysis", x="params", n_boot=200, progress=False)

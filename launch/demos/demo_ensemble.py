@@ -20,8 +20,8 @@ STUDENT = ["model=tiny_s", "data.seed_tokens=65536", "train.epochs=2", "train.gl
 
 
 def _call(args: list[str], env: dict) -> int:
-    shown = " ".join(args[2:]).replace("asymptote.launch.train", "asymptote-train").replace(
-        "asymptote.launch.cli", "asymptote")
+    shown = " ".join(args[2:]).replace("asymptote.launch.app.main", "asymptote-train").replace(
+        "asymptote.launch.app.cli", "asymptote")
     print("$ " + shown, flush=True)
     return subprocess.call(args, env=env,
                            stdout=subprocess.DEVNULL if "ensemble-eval" in args else None)
@@ -37,14 +37,14 @@ def run_stage(root: Path, env: dict | None = None) -> int:
     env = dict(env or os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
     root = Path(root)
-    train = [sys.executable, "-m", "asymptote.launch.train"]
+    train = [sys.executable, "-m", "asymptote.launch.app.main"]
     code = _call(train + ["-m", "experiment=tiny_ensemble", f"out={root / 'members'}"], env)
     members = sorted((p.parent for p in (root / "members").glob("*/run.json")),
                      key=lambda p: json.loads((p / "run.json").read_text())["tags"]["member"])
     if code or len(members) != 3:
         print(f"ensemble members failed (exit {code}); see {root / 'members'}")
         return code or 1
-    code = _call([sys.executable, "-m", "asymptote.launch.cli", "ensemble-eval",
+    code = _call([sys.executable, "-m", "asymptote.launch.app.cli", "ensemble-eval",
                   *map(str, members), "--out", str(root / "eval"), "--name", "tiny"], env)
     if code:
         return code

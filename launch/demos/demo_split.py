@@ -25,7 +25,7 @@ TRAIN = ["model=tiny", "train.global_batch=16", "train.micro_batch=8", "optim.lr
 
 
 def _train(args: list[str], env: dict) -> int:
-    cmd = [sys.executable, "-m", "asymptote.launch.train", *args]
+    cmd = [sys.executable, "-m", "asymptote.launch.app.main", *args]
     print("$ asymptote-train " + " ".join(args), flush=True)
     return subprocess.call(cmd, env=env)
 
@@ -34,7 +34,7 @@ def split_table(base: Path, specialists: Path) -> list[dict]:
     """One row per finished specialist: cluster, its majority source domain, D, D', the base's
     loss on the cluster at D, the specialist's after D', the control's (the base continued on
     the mixture for the same D', when run) and the specialist's mean change on the others."""
-    from .split import MIXTURE
+    from ..jobs.split import MIXTURE
 
     report = json.loads((Path(json.loads((base / "run.json").read_text())["config"]["data"]
                               ["prepared"]) / "report.json").read_text())
@@ -74,8 +74,8 @@ def format_split_table(rows: list[dict]) -> str:
 
 def run_stage(out: Path, env: dict) -> int:
     """Run the split demo under `out` (clusters/, base/, specialists/); returns an exit code."""
-    from ..data.cli import format_report
-    from ..data.cluster import ClusterConfig, cluster_corpus
+    from ..app.data_cli import format_report
+    from ...data.cluster import ClusterConfig, cluster_corpus
 
     out = Path(out)
     clusters = out / "clusters"

@@ -69,8 +69,18 @@ class TensorBoard(Callback):
         if result:
             from .hparams import hparams_of, write_hparams
 
-            write_hparams(self.writer, hparams_of(trainer.cfg_dict, trainer.run.read()), result)
+            write_hparams(self.writer, hparams_of(trainer.cfg_dict, trainer.run.read()), result,
+                          step=trainer.step)
         self.close()
+
+    def on_failure(self, trainer) -> None:
+        """Mark the HParams session failed (the run's error is in run.json)."""
+        if self.writer is None:
+            return
+        from .hparams import hparams_of, write_hparams
+
+        write_hparams(self.writer, hparams_of(trainer.cfg_dict, trainer.run.read()), {},
+                      step=trainer.step, status="failure")
 
     def flush(self) -> None:
         """Write pending events (before a hard stop)."""

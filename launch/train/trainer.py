@@ -437,6 +437,7 @@ def run_training(cfg: RunConfig, parts: Parts | None = None) -> dict:
             if getattr(trainer, "started", False):  # else run.json keeps the progress it had
                 fields["step"] = trainer.step
             trainer.run.update(**fields)
+            trainer.tensorboard.on_failure(trainer)
         raise
     finally:
         if trainer is not None:

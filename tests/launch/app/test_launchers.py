@@ -26,7 +26,7 @@ def test_local_sweep_writes_sweep_json_and_manifest(data_cache, tmp_path):
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["runs"] == sorted(p["run_name"] for p in points)
 
-    from asymptote.slurm.status import sweep_status
+    from asymptote.launch.app.status import sweep_status
 
     rows, notes = sweep_status(tmp_path)
     assert [r.state for r in rows] == ["DONE", "DONE"] and notes == []

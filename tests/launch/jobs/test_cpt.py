@@ -79,13 +79,13 @@ def test_rewarmup_schedule(cpt_run):
 def test_rewarmup_options():
     import torch
 
-    from asymptote.launch.config_domains import CPTConfig
     from asymptote.launch.config import OptimConfig
-    from asymptote.launch.cpt import build_cpt_scheduler
+    from asymptote.launch.jobs.cpt import Config, CPTConfig, rewarm_schedule
 
     def lrs(**kw):
         opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-        sched = build_cpt_scheduler(opt, OptimConfig(lr=1e-3), CPTConfig(**kw), 10)
+        cfg = Config(job="cpt", optim=OptimConfig(lr=1e-3), cpt=CPTConfig(**kw))
+        sched = rewarm_schedule(opt, cfg, 10)
         out = []
         for _ in range(10):
             sched.step(increment=1)
@@ -135,10 +135,9 @@ def test_replay_fraction_is_honoured_in_the_batches(base_tp2, cpt_run, data_cach
 
 
 def _cpt_cfg(base, **changes):
-    from asymptote.launch.config import RunConfig
+    from asymptote.launch.jobs.cpt import Config
 
-    cfg = RunConfig()
-    cfg.job = "cpt"
+    cfg = Config(job="cpt")
     cfg.cpt.base = str(base)
     cfg.data.corpus = [MATH]
     for key, value in changes.items():
@@ -152,8 +151,16 @@ def _cpt_cfg(base, **changes):
 
 def test_foreign_tokenizers_are_refused(base_tp2, tmp_path):
     from asymptote.data.tokenizer import train_bpe
-    from asymptote.launch.continued import BaseRunError
-    from asymptote.launch.cpt import cpt_config
+    from asymptote.launch.errors import BaseRunError
+    from asymptote.launch.jobs.cpt import _base, check, derive, replay_data
+
+    def cpt_config(cfg):
+        problems = check(cfg)
+        if problems:
+            raise BaseRunError("; ".join(problems))
+        derived = derive(cfg)
+        base = _base(derived)
+        return derived, base, replay_data(derived, base)
 
     other = tmp_path / "other-tokenizer.json"
     train_bpe(["a small corpus of other words " * 50], 300).save(other)

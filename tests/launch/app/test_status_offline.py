@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from asymptote.slurm.scheduler import AccountedTask, LiveTask
-from asymptote.slurm.status import classify
+from asymptote.launch.app.status import classify
 
 RUNNING = LiveTask("RUNNING", "None", 0)
 PENDING = LiveTask("PENDING", "Priority", 0)
@@ -47,7 +47,7 @@ def test_unknown_queue_is_not_read_as_failure():
 
 
 def test_status_of_a_folder_without_sweeps_says_what_to_give(tmp_path, capsys):
-    from asymptote.launch.cli import main
+    from asymptote.launch.app.cli import main
 
     assert main(["status", str(tmp_path)]) == 2
     assert "give the `out` folder of a sweep" in capsys.readouterr().out

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from asymptote.launch.plan import expand_sweep, format_plan, plan
-from asymptote.launch.validate import ConfigError
+from asymptote.launch.app.plan import expand_sweep, format_plan, plan
+from asymptote.launch.errors import ConfigError
 from asymptote.models import size
 
 

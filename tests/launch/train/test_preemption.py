@@ -16,7 +16,7 @@ CFG = ["model=tiny", "data.seed_tokens=98304", "train.global_batch=8", "train.mi
 
 
 def _start(cache, out):
-    return subprocess.Popen([sys.executable, "-m", "asymptote.launch.train", f"out={out}", *CFG],
+    return subprocess.Popen([sys.executable, "-m", "asymptote.launch.app.main", f"out={out}", *CFG],
                             env=train_env(cache), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 

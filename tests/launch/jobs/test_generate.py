@@ -29,7 +29,7 @@ def _generate(cache, teacher, folder, *extra):
 def test_shards_are_datasets_with_provenance_and_reproducible(teacher, data_cache, tmp_path):
     from megatron.core.datasets.indexed_dataset import IndexedDataset
 
-    from asymptote.launch.generate import load_synthetic
+    from asymptote.data.synthetic import load_synthetic
 
     run_train(data_cache, "-m", "job=generate", f"generate.teacher=[{teacher}]",
               "generate.sequences=6", "generate.shards=2", "generate.length=40",

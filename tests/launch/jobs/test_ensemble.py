@@ -51,24 +51,19 @@ def test_members_derive_seeds_tags_and_the_paper_rule(members):
     assert len({p.name for p in members}) == 3
 
 
-def test_prepare_config_is_idempotent_and_varies_only_what_is_asked():
-    from omegaconf import OmegaConf
+def test_derive_is_idempotent_and_varies_only_what_is_asked():
+    from asymptote.launch.jobs.ensemble_member import Config, check, derive
 
-    from asymptote.launch.config import RunConfig
-    from asymptote.launch.ensemble import prepare_config
-    from asymptote.launch.validate import ConfigError
-
-    cfg = OmegaConf.structured(RunConfig(job="ensemble_member"))
+    cfg = Config(job="ensemble_member")
     cfg.seed.train, cfg.seed.data = 10, 20
     cfg.ensemble.member, cfg.ensemble.vary = 3, "train"
-    once = prepare_config(cfg)
+    once = derive(cfg)
     assert (once.seed.train, once.seed.data) == (13, 20)
-    twice = prepare_config(once)
+    twice = derive(once)
     assert (twice.seed.train, twice.seed.data, twice.train.epochs) == (13, 20, 1)
-    bad = OmegaConf.structured(RunConfig(job="ensemble_member"))
+    bad = Config(job="ensemble_member")
     bad.ensemble.vary = "init"
-    with pytest.raises(ConfigError, match="ensemble.vary"):
-        prepare_config(bad)
+    assert any("ensemble.vary" in p for p in check(bad))
 
 
 def test_k1_equals_the_member_and_losses_fall_with_k(evaluated, members):
@@ -167,7 +162,7 @@ def test_bad_members_fail_before_any_work(members, tmp_path):
 
 def test_cli_prints_results_and_rejects_bad_input(members, data_cache, tmp_path):
     env = train_env(data_cache)
-    bad = subprocess.run([sys.executable, "-m", "asymptote.launch.cli", "ensemble-eval",
+    bad = subprocess.run([sys.executable, "-m", "asymptote.launch.app.cli", "ensemble-eval",
                           str(members[0]), "--k-max", "2"], env=env, capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and "K_max=2 but 1 member" in bad.stderr
@@ -176,7 +171,7 @@ def test_cli_prints_results_and_rejects_bad_input(members, data_cache, tmp_path)
               f"ensemble.members=[{','.join(str(m) for m in members[:2])}]",
               f"ensemble.eval_out={tmp_path / 'tp2'}")
     tp2 = json.loads((tmp_path / "tp2" / "ensemble.json").read_text())
-    good = subprocess.run([sys.executable, "-m", "asymptote.launch.cli", "ensemble-eval",
+    good = subprocess.run([sys.executable, "-m", "asymptote.launch.app.cli", "ensemble-eval",
                            str(members[0]), str(members[1]), "--out", str(tmp_path / "cli")],
                           env=env, capture_output=True, text=True, timeout=300)
     assert good.returncode == 0, good.stderr[-3000:]

@@ -77,7 +77,7 @@ def test_split_grid_starts_from_the_base_checkpoint(base, clusters, data_cache, 
 
     # what the analysis and the demo read from these real runs
     from asymptote.analysis.split_runs import split_points
-    from asymptote.launch.demo_split import format_split_table, split_table
+    from asymptote.launch.demos.demo_split import format_split_table, split_table
 
     points = split_points(tmp_path)
     assert sorted(points["kind"].value_counts().items()) == [("final", 4), ("start", 4)]
@@ -89,18 +89,23 @@ def test_split_grid_starts_from_the_base_checkpoint(base, clusters, data_cache, 
 
 
 def _split_cfg(**split):
-    from asymptote.launch.config import RunConfig
+    from asymptote.launch.jobs.split import Config
 
-    cfg = RunConfig()
-    cfg.job = "split"
+    cfg = Config(job="split")
     for key, value in split.items():
         setattr(cfg.split, key, value)
     return cfg
 
 
 def test_bad_bases_are_named(base, tmp_path):
-    from asymptote.launch.continued import BaseRunError
-    from asymptote.launch.split import split_config
+    from asymptote.launch.errors import BaseRunError
+    from asymptote.launch.jobs.split import derive
+
+    def split_config(cfg):
+        derived = derive(cfg)
+        from asymptote.launch.jobs.split import _base
+
+        return derived, _base(derived)
 
     with pytest.raises(BaseRunError, match=r"no checkpoint after 6144 tokens \(it has checkpoints "
                                            r"after \[4096, 8192, 16384\] tokens"):

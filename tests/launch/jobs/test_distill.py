@@ -26,7 +26,7 @@ def teacher(data_cache, tmp_path_factory):
 
 
 def test_mixing_rule():
-    from asymptote.launch.distill import is_real
+    from asymptote.launch.train.batches import is_real
 
     for w in (0.0, 0.5, 0.75, 0.9):
         real = sum(is_real(p, w) for p in range(1000))
