@@ -33,7 +33,7 @@ def run_train(cache: Path, *overrides: str, check: bool = True, timeout: int = 6
     """Run `asymptote-train <overrides>`; returns the CompletedProcess (stdout+stderr merged)."""
     import tempfile
 
-    cmd = [sys.executable, "-m", "asymptote.launch.train", *overrides]
+    cmd = [sys.executable, "-m", "asymptote.launch.app.main", *overrides]
     # Output goes to a file, not a pipe: after a SIGKILL test, helper processes of the killed
     # ranks may hold a pipe open long after the command itself has exited.
     with tempfile.TemporaryFile("w+") as log:

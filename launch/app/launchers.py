@@ -148,7 +148,7 @@ class SlurmSweepLauncher(SlurmLauncher):
         self.max_array_size = max_array_size
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):
-        from ..slurm.scheduler import max_array_size
+        from ...slurm.scheduler import max_array_size
 
         points = _points(self, job_overrides, initial_job_idx)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))

@@ -129,10 +129,10 @@ def run(cfg: Config) -> dict:
     import torch.distributed as dist
     from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
-    from ..models import parallel
-    from ..models.config import ParallelConfig
-    from ..models.generate import generate
-    from ..models.inference import ensure_distributed, load_run
+    from ...models import parallel
+    from ...models.config import ParallelConfig
+    from ...models.generate import generate
+    from ...models.inference import ensure_distributed, load_run
 
     g = cfg.generate
     ensure_distributed(ParallelConfig(tp=cfg.parallel.tp, pp=1, backend=cfg.parallel.backend))

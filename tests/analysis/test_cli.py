@@ -10,7 +10,7 @@ import textwrap
 import numpy as np
 import pandas as pd
 
-from asymptote.launch.cli import main
+from asymptote.launch.app.cli import main
 
 
 def test_analyze_command(demo_sweep, tmp_path, capsys):
@@ -95,7 +95,7 @@ def test_cli_modules_never_import_torch(demo_sweep, tmp_path):
     root, _ = demo_sweep
     code = textwrap.dedent(f'''
         import sys
-        from asymptote.launch.cli import main
+        from asymptote.launch.app.cli import main
         assert main(["analyze", {str(root)!r}, "--out", {str(tmp_path / "r")!r}, "--boot", "10", "--quiet", "--no-cache"]) == 0
         import pandas as pd
         pd.DataFrame({{"x": [1.0, 2.0, 4.0, 8.0], "y": [3.0, 2.5, 2.3, 2.2]}}).to_csv({str(tmp_path / "t.csv")!r}, index=False)

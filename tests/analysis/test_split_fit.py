@@ -97,7 +97,7 @@ def test_user_law_and_cli(tmp_path):
         "@law('my_split', inputs=('N', 'D', 'Dp'), log_scale=('B',))\n"
         "def my_split(N, D, Dp, E, B, beta, rho):\n"
         "    return E + B / (D + rho * Dp) ** beta\n")
-    cmd = [sys.executable, "-m", "asymptote.launch.cli", "analyze-split", str(tmp_path),
+    cmd = [sys.executable, "-m", "asymptote.launch.app.cli", "analyze-split", str(tmp_path),
            "--law-file", str(law_file), "--law", "my_split", "--total", "4e6", "--boot", "0",
            "--out", str(tmp_path / "mine")]
     done = subprocess.run(cmd, capture_output=True, text=True)

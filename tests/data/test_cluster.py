@@ -145,7 +145,7 @@ def test_unlabelled_corpus_has_no_purity(tmp_path):
 
 def test_cli(tmp_path):
     corpus = write_topics(tmp_path / "topics.jsonl")
-    cmd = [sys.executable, "-m", "asymptote.launch.cli", "data", "cluster", str(corpus), "--k",
+    cmd = [sys.executable, "-m", "asymptote.launch.app.cli", "data", "cluster", str(corpus), "--k",
            "3", "--out", str(tmp_path / "out"), "--dim", "8", "--vocab-size", "300",
            "--val-tokens", "97", "--streaming", "--quiet"]
     done = subprocess.run(cmd, capture_output=True, text=True)

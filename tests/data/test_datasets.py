@@ -10,7 +10,8 @@ import pytest
 from asymptote.data.datasets import BudgetError, TrainBudget, budget_sequences, validation_sets
 from asymptote.data.prepare import prepare
 from asymptote.launch.config import RunConfig
-from asymptote.launch.validate import ConfigError, plan_steps
+from asymptote.launch.checks import plan_steps
+from asymptote.launch.errors import ConfigError
 
 from .conftest import SEQ, VAL_SEQUENCES, WORDS, data_config, val_tokens, write_corpus
 

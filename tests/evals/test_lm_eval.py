@@ -302,10 +302,72 @@ def test_hook_keeps_lm_evals_own_models(tmp_path):
 
     install(tmp_path)
     code = ("import site, sys; site.addsitedir(sys.argv[1]); "
-            "from lm_eval.api.registry import get_model; "
-            "assert 'torch' not in sys.modules or True; "
-            "print(get_model('asymptote').__name__, get_model('dummy').__name__)")
+            "import lm_eval.api.registry as r; "
+            "assert 'asymptote' in r.model_registry, 'not registered on import of the registry'; "
+            # registered, but nothing heavy imported until lm-eval asks for the model
+            "heavy = [m for m in ('torch', 'asymptote.evals.lm_model') if m in sys.modules]; "
+            "assert not heavy, heavy; "
+            "print(r.get_model('asymptote').__name__, r.get_model('dummy').__name__)")
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ["AsymptoteLM", "DummyLM"]
+
+
+def _start_with_hook(site_dir: Path, *, pythonpath: Path | None = None, no_site: bool = False,
+                     code: str = "print('alive')") -> subprocess.CompletedProcess:
+    """A fresh interpreter that processes `site_dir` (holding the hook) as a site directory."""
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    cmd = [sys.executable, *(["-S"] if no_site else []), "-c",
+           f"import site, sys; site.addsitedir({str(site_dir)!r}); {code}"]
+    return subprocess.run(cmd, env=env, cwd=site_dir, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("init, shown", [
+    ("raise RuntimeError('half-installed')", "RuntimeError: half-installed"),
+    ("import no_such_dependency_of_asymptote", "ModuleNotFoundError: No module named 'no_such_dependency_of_asymptote'"),
+])
+def test_broken_hook_warns_in_one_line_and_start_up_goes_on(tmp_path, init, shown):
+    from asymptote.evals.lm_eval_plugin import PTH_NAME, install
+
+    site_dir, fake = tmp_path / "site", tmp_path / "fake"
+    install(site_dir.mkdir() or site_dir)
+    (fake / "asymptote").mkdir(parents=True)
+    (fake / "asymptote" / "__init__.py").write_text(init + "\n")  # shadows the real package
+    proc = _start_with_hook(site_dir, pythonpath=fake)
+    assert proc.returncode == 0 and proc.stdout.strip() == "alive", proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("asymptote: the lm-eval hook") and PTH_NAME in lines[0]
+    assert shown in lines[0] and "asymptote eval hook install" in lines[0]
+
+
+def test_hook_is_silent_when_asymptote_is_not_installed(tmp_path):
+    """A .pth left behind by an uninstalled asymptote says nothing at start-up."""
+    from asymptote.evals.lm_eval_plugin import install
+
+    install(tmp_path)
+    # -S: no site-packages, so neither asymptote (editable finder) nor anything else is importable
+    proc = _start_with_hook(tmp_path, no_site=True,
+                            code="import importlib.util as u; print('alive', u.find_spec('asymptote'))")
+    assert proc.returncode == 0 and proc.stdout.split() == ["alive", "None"], proc.stderr[-3000:]
+    assert proc.stderr == ""
+
+
+def test_active_hook_imports_nothing_heavy_at_start_up(tmp_path):
+    """With the hook active, a Python that never touches lm-eval imports none of lm-eval, torch
+    or the asymptote model."""
+    from asymptote.evals.lm_eval_plugin import install
+
+    install(tmp_path)
+    code = ("import json; "
+            "active = any(type(f).__name__ == '_Finder' for f in sys.meta_path); "
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'lm_eval', 'transformers') "
+            "or m == 'asymptote.evals.lm_model'); "
+            "print(json.dumps([active, heavy]))")
+    proc = _start_with_hook(tmp_path, code=code)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr[-3000:]
+    assert json.loads(proc.stdout) == [True, []]

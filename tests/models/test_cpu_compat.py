@@ -68,3 +68,38 @@ def test_untie_adam_steps_gives_each_parameter_its_own_step():
         p.grad = torch.ones(2)
     inner.step()
     assert [float(inner.state[p]["step"]) for p in params] == [6.0, 6.0, 6.0]
+
+
+QUIET = textwrap.dedent(
+    """
+    import os, socket, warnings
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); os.environ["MASTER_PORT"] = str(s.getsockname()[1])
+    from asymptote.models import gpt, optimizer, parallel  # noqa: F401
+    from asymptote.models.config import ParallelConfig
+    from asymptote.models.presets import load_preset
+    parallel.initialize(ParallelConfig(), seed=1)  # imports Megatron (optimizer, fsdp, ...)
+    gpt.build_model_chunks(load_preset("tiny"), ParallelConfig(), vocab_size=256)  # layer specs
+    import megatron.core.optimizer, megatron.core.models.backends  # noqa: F401
+    # only the known notices are filtered: another Megatron warning still shows
+    warnings.warn_explicit("an unrelated megatron warning", UserWarning, "x.py", 1, module="megatron.core.x")
+    parallel.shutdown()
+    print("ok")
+    """
+)
+
+
+def test_benign_megatron_warnings_are_not_printed_on_cpu():
+    """Apex/TransformerEngine-missing notices and the deprecated CUDA-graph scope: not printed
+    when asymptote imports Megatron and builds a model on CPU (they used to be, every run)."""
+    import os
+
+    env = dict(os.environ, PYTHONWARNINGS="default", OMP_NUM_THREADS="1")
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT", "MASTER_ADDR"):
+        env.pop(key, None)
+    out = subprocess.run([sys.executable, "-c", QUIET], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+    for noise in ("Transformer Engine and Apex are not installed", "Apex is not installed",
+                  "full scope is deprecated"):
+        assert noise not in out.stderr, out.stderr[-3000:]
+    assert "an unrelated megatron warning" in out.stderr

@@ -71,7 +71,7 @@ def _tp2_rank(rank: int, port: int, out: str) -> None:
 def test_tp2_equals_tp1_loss_and_gradients(tmp_path):
     import torch.multiprocessing as mp
 
-    from asymptote.launch.train import free_port
+    from asymptote.launch.app.spawn import free_port
 
     student, teacher, targets, ids, vals = _inputs()
     ref = {}

@@ -60,7 +60,7 @@ BUILD = textwrap.dedent(
 
 def test_counts_agree_with_the_built_model(tmp_path):
     from conftest import train_env
-    from asymptote.launch.train import free_port
+    from asymptote.launch.app.spawn import free_port
 
     script = tmp_path / "build.py"
     script.write_text(BUILD)

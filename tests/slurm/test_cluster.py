@@ -147,7 +147,7 @@ def test_submitit_two_task_gloo_all_reduce(slurm_env: ClusterInfo, tmp_path: Pat
 def test_cli_status_and_env(slurm_cluster: ClusterInfo):
     import sys
 
-    base = [sys.executable, "-m", "asymptote.launch.cli", "cluster"]
+    base = [sys.executable, "-m", "asymptote.launch.app.cli", "cluster"]
     state = ["--state-dir", str(slurm_cluster.state_dir)]
     status = subprocess.run(base + ["status"] + state, capture_output=True, text=True, timeout=60)
     assert status.returncode == 0, status.stdout + status.stderr

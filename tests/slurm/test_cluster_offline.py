@@ -32,7 +32,7 @@ def test_env_drops_inherited_job_variables(tmp_path: Path):
 
 def test_cli_without_cluster_and_without_torch(tmp_path: Path):
     code = ("import sys\n"
-            "from asymptote.launch.cli import main\n"
+            "from asymptote.launch.app.cli import main\n"
             f"rc_status = main(['cluster', 'status', '--state-dir', {str(tmp_path)!r}])\n"
             f"rc_env = main(['cluster', 'env', '--state-dir', {str(tmp_path)!r}])\n"
             "assert 'torch' not in sys.modules, 'cluster CLI imported torch'\n"

@@ -40,7 +40,7 @@ def test_assign_stage_runs_as_an_array(slurm_cluster: ClusterInfo, tmp_path: Pat
 
     out = tmp_path / "array"
     cluster_corpus(cfg, out, stage="fit", progress=False)
-    cmd = " ".join([sys.executable, "-m", "asymptote.launch.cli", "data", "cluster", str(corpus),
+    cmd = " ".join([sys.executable, "-m", "asymptote.launch.app.cli", "data", "cluster", str(corpus),
                     *opts, "--out", str(out), "--stage", "assign", "--shards", "3"])
     job = subprocess.run(
         ["sbatch", "--parsable", "--array=0-2", "-o", f"{tmp_path}/%A_%a.log",

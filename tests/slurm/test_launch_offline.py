@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from asymptote.launch.train import tasks_per_node
+from asymptote.launch.app.register import tasks_per_node
 
 
 def _launcher(*overrides: str):

@@ -22,7 +22,7 @@ DETACHED = ["hydra/launcher=slurm", "hydra.launcher.timeout_min=5",
 
 
 def states(out: Path) -> dict[int, str]:
-    from asymptote.slurm.status import sweep_status
+    from asymptote.launch.app.status import sweep_status
 
     rows, notes = sweep_status(out)
     assert not notes, notes
@@ -76,7 +76,7 @@ def test_failed_task_shows_failed_and_resubmit_repairs_it(slurm_env, data_cache,
     run_train(data_cache, "-m", f"out={out}", *TINY, *DETACHED, "data.seed_tokens=8192",
               f"data.corpus=[{corpus}]", "data.vocab_size=512")
     wait_until(lambda: states(out) == {0: "FAILED"}, 240, "the point to be FAILED")
-    from asymptote.slurm.status import sweep_status
+    from asymptote.launch.app.status import sweep_status
 
     (row,), _ = sweep_status(out)
     assert row.detail.startswith(("BudgetError", "ValueError", "DataError")), row.detail

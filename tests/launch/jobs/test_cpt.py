@@ -14,7 +14,7 @@ from conftest import only_run, run_train, tb_scalars
 
 pytestmark = pytest.mark.slow
 
-MATH = str(Path(__file__).resolve().parents[2] / "data" / "corpus" / "math.jsonl")
+MATH = str(Path(__file__).resolve().parents[3] / "data" / "corpus" / "math.jsonl")
 COMMON = ["model=tiny", "train.global_batch=16", "train.micro_batch=8", "data.val_sequences=4"]
 
 

@@ -12,7 +12,7 @@ from conftest import only_run, run_train, tb_scalars
 
 pytestmark = pytest.mark.slow
 
-SHIPPED = Path(__file__).resolve().parents[2] / "data" / "corpus"
+SHIPPED = Path(__file__).resolve().parents[3] / "data" / "corpus"
 VAL_SEQ = 4
 STEP_TOKENS = 16 * 128  # global batch x seq_len of the tiny runs below
 COMMON = ["model=tiny", "train.global_batch=16", "train.micro_batch=8", "train.ckpt_every=0"]
