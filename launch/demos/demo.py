@@ -89,4 +89,4 @@ def run(args) -> int:
 
     # A sibling folder, so `asymptote analyze <sweep>` keeps analysing the size sweep alone.
     print("\nEnsemble stage:", flush=True)
-    return run_stage(sweep.parent / f"{sweep.name}_ensemble", env)
+    return run_stage(sweep.parent / f"{sweep.name}_ensemble", env, args.overrides)

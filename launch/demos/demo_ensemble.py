@@ -32,13 +32,16 @@ def _final(folder: Path) -> dict:
     return runs[0] if len(runs) == 1 else {}
 
 
-def run_stage(root: Path, env: dict | None = None) -> int:
-    """Run the stage under `root` (e.g. runs/demo/ensemble); returns an exit code."""
+def run_stage(root: Path, env: dict | None = None, overrides: list[str] = ()) -> int:
+    """Run the stage under `root` (e.g. runs/demo/ensemble); returns an exit code. `overrides`
+    are applied to every training command (the smoke test shrinks D and E with them)."""
     env = dict(env or os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
     root = Path(root)
     train = [sys.executable, "-m", "asymptote.launch.app.main"]
-    code = _call(train + ["-m", "experiment=tiny_ensemble", f"out={root / 'members'}"], env)
+    extra = list(overrides)
+    code = _call(train + ["-m", "experiment=tiny_ensemble", f"out={root / 'members'}", *extra],
+                 env)
     members = sorted((p.parent for p in (root / "members").glob("*/run.json")),
                      key=lambda p: json.loads((p / "run.json").read_text())["tags"]["member"])
     if code or len(members) != 3:
@@ -48,11 +51,11 @@ def run_stage(root: Path, env: dict | None = None) -> int:
                   *map(str, members), "--out", str(root / "eval"), "--name", "tiny"], env)
     if code:
         return code
-    code = _call(train + [*STUDENT, f"out={root / 'student_plain'}"], env)
+    code = _call(train + [*STUDENT, f"out={root / 'student_plain'}", *extra], env)
     code = code or _call(train + [*STUDENT, "job=distill", "distill.mode=logit",
                                   f"distill.teacher=[{','.join(map(str, members))}]",
                                   "distill.alpha=0.5", "distill.temperature=1.0",
-                                  f"out={root / 'student_distilled'}"], env)
+                                  f"out={root / 'student_distilled'}", *extra], env)
     if code:
         return code
     results = json.loads((root / "eval" / "ensemble.json").read_text())
