@@ -21,7 +21,8 @@ _HEADER = struct.Struct("<QI")
 _U64 = struct.Struct("<Q")
 
 SMALL_RECORD = 256
-"""Records up to this many bytes are checksummed and decoded column-wise as one matrix."""
+"""Records up to this many bytes are gathered into one right-aligned matrix (checksummed row by
+row, then decoded column-wise by the event decoder)."""
 
 
 @dataclass

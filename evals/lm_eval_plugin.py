@@ -24,12 +24,22 @@ MODEL_NAME = "asymptote"
 MODEL_TARGET = "asymptote.evals.lm_model:AsymptoteLM"
 PTH_NAME = "asymptote_lm_eval.pth"
 _WATCHED = "lm_eval.api.registry"
-# One line; site.py executes lines that start with "import". Failing silently keeps a broken or
-# uninstalled asymptote from printing errors at every Python start-up.
-PTH_LINE = (
-    "import sys; exec(\"try:\\n from asymptote.evals.lm_eval_plugin import activate; activate()\\n"
-    "except Exception:\\n pass\")\n"
-)
+# What the .pth line runs at every interpreter start-up. It must never stop start-up, and it
+# stays silent when asymptote is simply not installed (the .pth outlived the package); any
+# other failure (a broken install, an incompatible lm-eval) prints one line saying how to fix it.
+_HOOK_CODE = (
+    "try:\n"
+    " from asymptote.evals.lm_eval_plugin import activate; activate()\n"
+    "except Exception as e:\n"
+    " if not (isinstance(e, ModuleNotFoundError) and e.name == 'asymptote'):\n"
+    "  print(f'asymptote: the lm-eval hook ({PTH_NAME} in site-packages) failed: "
+    "{type(e).__name__}: {str(e).replace(chr(10), chr(32))}; "
+    "`lm_eval --model asymptote` will not work. Fix or reinstall asymptote, then run "
+    "`asymptote eval hook install` (or `asymptote eval hook uninstall` to remove the hook)', "
+    "file=sys.stderr)\n"
+).replace("{PTH_NAME}", PTH_NAME)
+# One line; site.py executes lines that start with "import".
+PTH_LINE = f"import sys; exec({_HOOK_CODE!r})\n"
 
 
 def register(registry=None) -> None:

@@ -11,17 +11,46 @@ untouched there. Every gap has its own test in tests/models/test_cpu_compat.py.
 5./6. ``param.type() == 'torch.cuda.FloatTensor'`` checks         -> ``Tensor.type()`` reports cuda names.
 7. the distributed-optimizer ``step`` bug (not CPU specific)     -> asymptote.models.optimizer.
 8. ``torch.cuda.Event`` for timing                               -> a wall-clock event.
+
+Megatron-Core also announces, with a ``UserWarning`` at import, that the optional GPU kernels of
+Apex and TransformerEngine are absent. Without CUDA they could never be used, so every CPU run
+would print the same notices: :func:`quiet_megatron_warnings` ignores exactly those messages
+(:data:`BENIGN_CPU_WARNINGS`), only without CUDA, before this package first imports Megatron.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 
 import torch
 from torch.overrides import TorchFunctionMode
 
 _ENABLED = False
 _MODE: TorchFunctionMode | None = None
+_QUIET = False
+
+BENIGN_CPU_WARNINGS = (
+    # megatron.core.optimizer, .optimizer.optimizer, .optimizer.clip_grads, megatron_fsdp
+    r"Transformer Engine and Apex are not installed\. Falling back to ",
+    # megatron.core.models.backends, .models.gpt.gpt_layer_specs
+    r"Apex is not installed\. Falling back to Torch Norm",
+)
+"""Start of Megatron-Core's import-time notices that are benign on a machine without CUDA."""
+
+
+def quiet_megatron_warnings() -> bool:
+    """Ignore :data:`BENIGN_CPU_WARNINGS` from Megatron's modules (only those, only without
+    CUDA: on a GPU they point at a missing speed-up). Idempotent; returns whether installed."""
+    global _QUIET
+    if _QUIET:
+        return True
+    if torch.cuda.is_available():
+        return False
+    for message in BENIGN_CPU_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=UserWarning, module="megatron")
+    _QUIET = True
+    return True
 
 
 def _is_cuda_device(device) -> bool:
@@ -95,6 +124,7 @@ def enable() -> bool:
         return False
     if _ENABLED:
         return True
+    quiet_megatron_warnings()  # before the first Megatron import below
     torch.cuda.current_device = lambda: 0  # gap 1: then mapped to cpu by the mode
     torch.cuda.synchronize = lambda *a, **k: None  # gap 4
     torch.cuda.Event = _WallClockEvent  # gap 8

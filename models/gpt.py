@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import cpu_compat
 from .config import ModelConfig, ParallelConfig
 
 
@@ -32,9 +33,13 @@ def transformer_config(
     cfg: ModelConfig, parallel: ParallelConfig, bf16: bool
 ):
     """The Megatron TransformerConfig for a Llama-style model under the given layout."""
+    cpu_compat.quiet_megatron_warnings()
     from megatron.core.transformer.transformer_config import TransformerConfig
 
     on_cpu = not torch.cuda.is_available()
+    # Megatron's own default ("full") is deprecated in favour of [] (same meaning: no CUDA graph
+    # scope restriction) and warns on every config it builds; pass the current spelling.
+    extra = {"cuda_graph_scope": []} if "cuda_graph_scope" in TransformerConfig.__dataclass_fields__ else {}
     return TransformerConfig(
         num_layers=cfg.layers,
         hidden_size=cfg.hidden,
@@ -73,11 +78,13 @@ def transformer_config(
         # CUDA stream to synchronise.
         batch_p2p_comm=not on_cpu,
         batch_p2p_sync=not on_cpu,
+        **extra,
     )
 
 
 def layer_spec(cfg: ModelConfig):
     """The transformer layer spec: local (pure PyTorch) or TransformerEngine."""
+    cpu_compat.quiet_megatron_warnings()
     if use_transformer_engine(cfg):
         from megatron.core.models.gpt.gpt_layer_specs import (
             get_gpt_layer_with_transformer_engine_spec,

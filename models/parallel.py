@@ -53,16 +53,16 @@ def env_rank_world() -> tuple[int, int, int]:
 
 def initialize(parallel: ParallelConfig, seed: int, timeout_minutes: int = 30) -> RankInfo:
     """Start torch.distributed from the environment and Megatron's TP/PP/DP groups."""
-    from megatron.core import parallel_state as ps
-    from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
-
     rank, world, local_rank = env_rank_world()
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
         device = torch.device("cuda", torch.cuda.current_device())
     else:
-        cpu_compat.enable()
+        cpu_compat.enable()  # first, so Megatron is imported with the CPU layer in place
         device = torch.device("cpu")
+    from megatron.core import parallel_state as ps
+    from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
+
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29500")
     if not dist.is_initialized():

@@ -7,6 +7,7 @@ its peak RSS is its own), dumps what it read, and the parent checks the readers 
 
     nice python bench/analysis/bench_ingest.py                  # everything, writes results/ingest.md
     nice python bench/analysis/bench_ingest.py --shards 1       # a quick 200-run version
+    nice python bench/analysis/bench_ingest.py --crc-compare    # CRC-32C: google-crc32c vs the old numpy code
 
 EventAccumulator and tbparse take minutes per 2,000 runs on a 2-core machine, so by default they
 read ``--ref-shards`` shards (same per-run shape) and asymptote reads both those shards and the
@@ -135,8 +136,26 @@ def read_tbparse(folders: list[Path], dump: Path | None) -> int:
     return total
 
 
+def use_numpy_crc32c() -> None:
+    """Make the TFRecord reader check checksums with the numpy CRC-32C that asymptote used before
+    google-crc32c (bench/analysis/crc32c_numpy.py, kept only for this comparison)."""
+    sys.path.insert(0, str(HERE))
+    import crc32c_numpy
+
+    from asymptote.analysis import tfrecord
+
+    for name in ("crc32c", "crc32c_rows", "crc32c_u64", "mask", "masked_crc32c_many", "right_aligned"):
+        setattr(tfrecord, name, getattr(crc32c_numpy, name))
+
+
+def read_asymptote_numpy_crc(folders: list[Path], dump: Path | None) -> int:
+    use_numpy_crc32c()
+    return read_asymptote(folders, dump)
+
+
 READERS = {"asymptote": read_asymptote, "asymptote-noverify": lambda f, d: read_asymptote(f, d, verify=False),
-           "asymptote-cached": read_cached, "event_accumulator": read_event_accumulator, "tbparse": read_tbparse}
+           "asymptote-cached": read_cached, "event_accumulator": read_event_accumulator, "tbparse": read_tbparse,
+           "asymptote-numpy-crc": read_asymptote_numpy_crc}
 
 
 def _dump(path: Path, parts) -> None:
@@ -165,7 +184,10 @@ def measure(reader: str, folders: list[str], dump: str | None) -> dict:
     peak = _status_kb("VmHWM")
     if dump:
         READERS[reader]([Path(f) for f in folders], Path(dump))
-    return {"reader": reader, "seconds": secs, "points": n, "peak_rss_mb": peak / 1024, "rss_before_mb": base / 1024}
+    from asymptote.analysis import tfrecord
+
+    return {"reader": reader, "seconds": secs, "points": n, "peak_rss_mb": peak / 1024, "rss_before_mb": base / 1024,
+            "crc32c": tfrecord.crc32c_u64.__module__}
 
 
 def _status_kb(field: str) -> int:
@@ -181,7 +203,7 @@ def _status_kb(field: str) -> int:
 def _child(reader: str, folders: list[Path], dump: Path | None) -> dict:
     """Measure a reader in a fresh interpreter (imports are done before the clock starts)."""
     ours = "import asymptote.analysis.ingest, tensorboard.compat.proto.event_pb2"
-    imports = {"asymptote": ours, "asymptote-noverify": ours, "asymptote-cached": ours,
+    imports = {"asymptote": ours, "asymptote-noverify": ours, "asymptote-cached": ours, "asymptote-numpy-crc": ours,
                "event_accumulator": "import tensorboard.backend.event_processing.event_accumulator",
                "tbparse": "import tbparse"}[reader]
     code = (f"{imports}\nimport json, sys\nsys.path.insert(0, {str(HERE)!r})\nimport bench_ingest as b\n"
@@ -211,8 +233,13 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--ref-shards", type=int, default=1, help="shards read by EventAccumulator and tbparse")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved repetitions; the best time of each reader counts")
-    ap.add_argument("--out", default=str(HERE / "results" / "ingest.md"))
+    ap.add_argument("--out", default=None, help="record (default results/ingest.md, or results/ingest_crc32c.md "
+                    "with --crc-compare)")
+    ap.add_argument("--crc-compare", action="store_true",
+                    help="only asymptote, on the full sweep: google-crc32c vs the former numpy CRC-32C (and no checks)")
     args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = str(HERE / "results" / ("ingest_crc32c.md" if args.crc_compare else "ingest.md"))
     root = WORK / f"sweep_{args.shards}x{args.runs_per_shard}x{args.steps}"
     root.mkdir(parents=True, exist_ok=True)
     reused = all((root / f"shard{s}" / ".complete").exists() for s in range(args.shards))
@@ -232,6 +259,8 @@ def main(argv=None) -> int:
         print(json.dumps(r), flush=True)
         return r
 
+    if args.crc_compare:
+        return crc_compare(args, argv, root, shards, gen_note, run, rows)
     n_ref = len(ref) * args.runs_per_shard
     ref_label = f"{n_ref} runs"
     full_label = f"{len(shards) * args.runs_per_shard} runs"
@@ -295,6 +324,86 @@ def main(argv=None) -> int:
         json.dump({"rows": rows, "equal_event_accumulator": eq_ea, "equal_tbparse": eq_tb, "argv": argv or sys.argv[1:]}, f, indent=1)
     print("\n".join(lines))
     return 0 if eq_ea["equal"] and eq_tb["equal"] else 1
+
+
+def _crc_agree(folder: Path) -> dict:
+    """Both CRC-32C implementations on every record of one folder's event files: identical?"""
+    sys.path.insert(0, str(HERE))
+    import crc32c_numpy as old
+
+    from asymptote.analysis import crc32c as new
+    from asymptote.analysis.tfrecord import scan_records
+
+    records = same = 0
+    for path in sorted(folder.rglob("*tfevents*")):
+        data = path.read_bytes()
+        scan = scan_records(data, verify=False)
+        buf = np.frombuffer(data, dtype=np.uint8)
+        ln = scan.lengths
+        a = (new.masked_crc32c_many(buf, scan.offsets, ln), new.mask(new.crc32c_u64(ln.astype(np.uint64))))
+        b = (old.masked_crc32c_many(buf, scan.offsets, ln), old.mask(old.crc32c_u64(ln.astype(np.uint64))))
+        records += ln.size
+        same += int(((a[0] == b[0]) & (a[1] == b[1])).sum())
+    return {"records": records, "identical": same, "equal": records > 0 and same == records}
+
+
+def crc_compare(args, argv, root: Path, shards: list[Path], gen_note: str, run, rows: list) -> int:
+    """google-crc32c (the package asymptote uses) vs the former numpy CRC-32C, reading the whole
+    sweep with checksums verified, interleaved; `asymptote-noverify` (no checksums) is the floor."""
+    n_runs = len(shards) * args.runs_per_shard
+    label = f"{n_runs} runs"
+    shutil.rmtree(WORK / "warmup", ignore_errors=True)
+    load_start = os.getloadavg()[0]
+    agree = _crc_agree(shards[0])
+    print(json.dumps({"crc_agree": agree}), flush=True)
+    readers = ["asymptote", "asymptote-numpy-crc", "asymptote-noverify"]
+    best = {}
+    for rep in range(args.repeats):
+        order = readers if rep % 2 == 0 else readers[1::-1] + readers[2:]  # alternate who goes first
+        for reader in order:
+            r = run(reader, [root], label)
+            if reader not in best or r["seconds"] < best[reader]["seconds"]:
+                best[reader] = r
+    load_end = os.getloadavg()[0]
+    pkg, old, floor = best["asymptote"], best["asymptote-numpy-crc"], best["asymptote-noverify"]
+    points_ok = pkg["points"] == old["points"] == floor["points"] == n_runs * args.steps * len(TAGS)
+    size = sum(f.stat().st_size for f in root.rglob("*tfevents*"))
+    lines = [
+        "# Ingest benchmark: CRC-32C by google-crc32c vs the former numpy implementation", "",
+        f"Command: `nice python bench/analysis/bench_ingest.py {' '.join(argv if argv is not None else sys.argv[1:])}`".rstrip() + " "
+        "(from the repository root, venv active)", "",
+        f"- sweep: {n_runs} runs x {args.steps} steps x {len(TAGS)} tags = {n_runs * args.steps * len(TAGS):,} scalar "
+        f"points, {size / 1e6:.0f} MB of event files ({gen_note}); read as one table by `load_sweep(verify=True)`, "
+        "which checks the length and payload checksum of every record",
+        "- `asymptote`: `asymptote.analysis.crc32c` (google-crc32c); `asymptote-numpy-crc`: the same reader with the "
+        "numpy slicing-by-8 CRC-32C that the package replaced (bench/analysis/crc32c_numpy.py, patched into "
+        "`asymptote.analysis.tfrecord` in that process only); `asymptote-noverify`: no checksums at all",
+        f"- machine: {platform.platform()}, {os.cpu_count()} CPUs shared with other work; each reader in its own process, "
+        f"imports done before timing; 1-minute load average {load_start:.1f} at the start, {load_end:.1f} at the end; "
+        f"python {platform.python_version()}",
+        f"- both implementations give identical masked checksums on all {agree['records']:,} records (lengths and "
+        f"payloads) of {shards[0].name}: **{agree['equal']}**; all readers read the same {pkg['points']:,} points: "
+        f"**{points_ok}**", "",
+        "| reader | CRC-32C | runs | points | seconds | ms per run | peak RSS (MB) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['reader']} | {r['crc32c'] if r['reader'] != 'asymptote-noverify' else '-'} | {n_runs} "
+                     f"| {r['points']:,} | {r['seconds']:.2f} | {1000 * r['seconds'] / n_runs:.2f} | {r['peak_rss_mb']:.0f} |")
+    crc_new, crc_old = pkg["seconds"] - floor["seconds"], old["seconds"] - floor["seconds"]
+    lines += [
+        "", f"## Ratio (same sweep, same session; best of {args.repeats} interleaved repetitions)", "",
+        f"- whole ingest, numpy CRC / google-crc32c: **{old['seconds'] / pkg['seconds']:.2f}x** "
+        f"({old['seconds']:.2f} s vs {pkg['seconds']:.2f} s; > 1 means the package is faster)",
+        f"- checksum share (verified minus unverified read, {floor['seconds']:.2f} s): numpy {crc_old:.2f} s, "
+        f"google-crc32c {crc_new:.2f} s", "",
+    ]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(lines))
+    with open(Path(args.out).with_suffix(".json"), "w") as f:
+        json.dump({"rows": rows, "crc_agree": agree, "argv": argv or sys.argv[1:]}, f, indent=1)
+    print("\n".join(lines))
+    return 0 if agree["equal"] and points_ok else 1
 
 
 if __name__ == "__main__":
