@@ -14,12 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ..atomic import write_json
 
 CACHE_VERSION = 1
 COLUMNS = (("tag", np.int32), ("step", np.int64), ("wall_time", np.float64), ("value", np.float64))
@@ -112,10 +113,7 @@ class ScalarCache:
             "version": CACHE_VERSION, "sweep": self.sweep, "generation": gen, "rows": rows, "tags": tags,
             "files": [asdict(f) for f in files],
         }
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".manifest.", suffix=".json")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(manifest, fh)
-        os.replace(tmp, self.directory / "manifest.json")
+        write_json(self.directory / "manifest.json", manifest)
         if old and old != gen:
             for name, _ in COLUMNS:
                 try:

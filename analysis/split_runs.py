@@ -15,7 +15,6 @@ illustration of the interface, not a published law.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..atomic import write_json
 from .errors import AnalysisError
 from .laws import law
 
@@ -198,9 +198,7 @@ def analyze_split(sweep: str | os.PathLike, law: str = "split_example", out_dir=
         out.out_dir.mkdir(parents=True, exist_ok=True)
         points.to_csv(out.out_dir / "split_points.csv", index=False)
         table.to_csv(out.out_dir / "split_table.csv", index=False)
-        tmp = out.out_dir / "split_fit.json.tmp"
-        tmp.write_text(json.dumps(out.to_dict(), indent=2))
-        os.replace(tmp, out.out_dir / "split_fit.json")
+        write_json(out.out_dir / "split_fit.json", out.to_dict(), indent=2)
         out.plot_path = plot_loss_vs_dprime(out.out_dir / "loss_vs_dprime.png", table, result)
     return out
 

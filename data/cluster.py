@@ -33,6 +33,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from ..atomic import replacing, replacing_all, write_bytes, write_json
 from .config import DataConfig
 from .corpus import corpus_files, iter_documents
 from .prepare import TOKENIZER_SAMPLE_CHARS, _is_validation
@@ -266,9 +267,7 @@ def fit(cfg: ClusterConfig, out: Path, progress: bool = True) -> dict:
     model = out / "model"
     model.mkdir(parents=True, exist_ok=True)
     np.save(model / "centroids.npy", km.cluster_centers_.astype(np.float32))
-    with open(model / "embedder.pkl.tmp", "wb") as fh:
-        pickle.dump(embedder, fh)
-    os.replace(model / "embedder.pkl.tmp", model / "embedder.pkl")
+    write_bytes(model / "embedder.pkl", pickle.dumps(embedder))
     # A term model for the report's top terms, whatever the embedder.
     terms = embedder.vectorizer if isinstance(embedder, TfidfEmbedder) else _vectorizer(cfg, len(texts)).fit(texts)
     tf = terms.transform(texts)
@@ -332,10 +331,9 @@ def assign(cfg: ClusterConfig, out: Path, shard: int = 0, shards: int = 1,
         _log(progress and len(index) % (cfg.batch * 20) == 0, f"shard {shard}: {len(index)} documents")
     path = shard_path(out, shard, shards)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, index=np.asarray(index, np.int64), cluster=np.asarray(cluster, np.int32),
-             dist=np.asarray(dist, np.float32), label=np.asarray(labels, dtype=str))
-    os.replace(tmp, path)
+    with replacing(path) as tmp, open(tmp, "xb") as fh:  # a file object: savez adds no suffix
+        np.savez(fh, index=np.asarray(index, np.int64), cluster=np.asarray(cluster, np.int32),
+                 dist=np.asarray(dist, np.float32), label=np.asarray(labels, dtype=str))
     return path
 
 
@@ -409,48 +407,49 @@ def write(cfg: ClusterConfig, out: Path, shards: int = 1, progress: bool = True)
     _log(progress, "training the tokenizer" if cfg.tokenizer == "train" else "loading the tokenizer")
     tokenizer = train_bpe(sample, cfg.vocab_size) if cfg.tokenizer == "train" else Tokenizer.load(cfg.tokenizer)
     del sample
-    tokenizer.save(out / "tokenizer.json.tmp")
-    os.replace(out / "tokenizer.json.tmp", out / "tokenizer.json")
+    with replacing(out / "tokenizer.json") as tmp:
+        tokenizer.save(tmp)
 
     # Pass 2: tokenize into the mixture, per-cluster training and per-cluster validation sets.
     dtype = np.uint16 if tokenizer.vocab_size < 65500 else np.int32
-    tmp = out / "data.tmp"
-    tmp.mkdir(exist_ok=True)
-    mixture = IndexedDatasetBuilder(str(tmp / "train.bin"), dtype=dtype)
-    train_b = [IndexedDatasetBuilder(str(tmp / f"train_{n}.bin"), dtype=dtype) for n in names]
-    val_b = [IndexedDatasetBuilder(str(tmp / f"val_{n}.bin"), dtype=dtype) for n in names]
-    train_tokens = np.zeros(k, np.int64)
-    val_tokens = np.zeros(k, np.int64)
-    train_docs = np.zeros(k, np.int64)
-    val_docs = np.zeros(k, np.int64)
-    for batch in _batched(enumerate(_documents(cfg)), cfg.batch):
-        for (i, _), ids in zip(batch, tokenizer.encode_batch([t for _, (t, _) in batch])):
-            ids.append(tokenizer.eod)
-            arr = np.asarray(ids, dtype=dtype)
-            c = cluster[i]
-            if is_val[i]:
-                val_b[c].add_document(arr, [len(arr)])
-                val_tokens[c] += len(arr)
-                val_docs[c] += 1
-            else:
-                mixture.add_document(arr, [len(arr)])
-                train_b[c].add_document(arr, [len(arr)])
-                train_tokens[c] += len(arr)
-                train_docs[c] += 1
-    mixture.finalize(str(tmp / "train.idx"))
-    for n, b in zip(names, train_b):
-        b.finalize(str(tmp / f"train_{n}.idx"))
-    for n, b in zip(names, val_b):
-        b.finalize(str(tmp / f"val_{n}.idx"))
-    short = [f"{names[c]} ({int(val_tokens[c])} held-out, {int(train_docs[c])} training docs)"
-             for c in range(k) if val_tokens[c] < cfg.val_tokens or train_docs[c] == 0]
-    if short:
-        raise ClusterError(
-            f"clusters too small for a {cfg.val_tokens}-token validation set plus training data: "
-            f"{', '.join(short)}; lower --k or --val-tokens, or add documents")
-    for p in tmp.iterdir():
-        os.replace(p, out / p.name)
-    tmp.rmdir()
+    # Every .bin/.idx is written under a temporary name and put in place only once all are
+    # complete and checked (manifest.json, written last, marks the folder usable).
+    prefixes = ["train"] + [f"train_{n}" for n in names] + [f"val_{n}" for n in names]
+    targets = [out / f"{prefix}{ext}" for prefix in prefixes for ext in (".bin", ".idx")]
+    with replacing_all(targets) as tmps:
+        tmp_of = dict(zip((t.name for t in targets), map(str, tmps)))
+        mixture = IndexedDatasetBuilder(tmp_of["train.bin"], dtype=dtype)
+        train_b = [IndexedDatasetBuilder(tmp_of[f"train_{n}.bin"], dtype=dtype) for n in names]
+        val_b = [IndexedDatasetBuilder(tmp_of[f"val_{n}.bin"], dtype=dtype) for n in names]
+        train_tokens = np.zeros(k, np.int64)
+        val_tokens = np.zeros(k, np.int64)
+        train_docs = np.zeros(k, np.int64)
+        val_docs = np.zeros(k, np.int64)
+        for batch in _batched(enumerate(_documents(cfg)), cfg.batch):
+            for (i, _), ids in zip(batch, tokenizer.encode_batch([t for _, (t, _) in batch])):
+                ids.append(tokenizer.eod)
+                arr = np.asarray(ids, dtype=dtype)
+                c = cluster[i]
+                if is_val[i]:
+                    val_b[c].add_document(arr, [len(arr)])
+                    val_tokens[c] += len(arr)
+                    val_docs[c] += 1
+                else:
+                    mixture.add_document(arr, [len(arr)])
+                    train_b[c].add_document(arr, [len(arr)])
+                    train_tokens[c] += len(arr)
+                    train_docs[c] += 1
+        mixture.finalize(tmp_of["train.idx"])
+        for n, b in zip(names, train_b):
+            b.finalize(tmp_of[f"train_{n}.idx"])
+        for n, b in zip(names, val_b):
+            b.finalize(tmp_of[f"val_{n}.idx"])
+        short = [f"{names[c]} ({int(val_tokens[c])} held-out, {int(train_docs[c])} training docs)"
+                 for c in range(k) if val_tokens[c] < cfg.val_tokens or train_docs[c] == 0]
+        if short:
+            raise ClusterError(
+                f"clusters too small for a {cfg.val_tokens}-token validation set plus training "
+                f"data: {', '.join(short)}; lower --k or --val-tokens, or add documents")
 
     # Purity needs source labels: documents without one read as `all` (or ""), and a single
     # label says nothing about the clusters.
@@ -534,6 +533,4 @@ def _log(on: bool, msg: str) -> None:
 
 
 def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    write_json(path, obj, indent=2)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import replacing, write_json
 from .config import DataConfig
 from .corpus import corpus_files, iter_documents
 from .tokenizer import Tokenizer, train_bpe
@@ -142,9 +143,8 @@ def plan_split(cfg: DataConfig, root: Path, val_tokens_per_domain: int,
     else:
         tokenizer = Tokenizer.load(cfg.tokenizer)
     del sample
-    tmp_tok = root / "tokenizer.json.tmp"
-    tokenizer.save(tmp_tok)
-    os.replace(tmp_tok, root / "tokenizer.json")
+    with replacing(root / "tokenizer.json") as tmp_tok:
+        tokenizer.save(tmp_tok)
     return np.asarray(is_val, dtype=bool), tokenizer
 
 
@@ -217,9 +217,7 @@ def write_manifest(cfg: DataConfig, root: Path, tokenizer: Tokenizer, counts: di
         "val_tokens_per_domain_requested": val_tokens_per_domain,
         "split_seed": cfg.split_seed,
     }
-    tmp = root / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, root / "manifest.json")
+    write_json(root / "manifest.json", manifest, indent=2)
 
 
 def _build(cfg: DataConfig, root: Path, val_tokens_per_domain: int, progress: bool) -> None:

@@ -20,6 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ..atomic import replacing
+
 
 class LogProbStore:
     """Read side of a logprobs.h5 file."""
@@ -72,18 +74,14 @@ def _attr(value):
 def write_store(path: str | Path, tokens: np.ndarray, row_domain: np.ndarray,
                 target_logprob: np.ndarray, attrs: dict) -> Path:
     """Write a logprobs.h5 atomically (to a temporary name, then renamed)."""
-    import os
-
     import h5py
 
     path = Path(path)
-    tmp = path.with_suffix(f".h5.tmp{os.getpid()}")
-    with h5py.File(tmp, "w") as f:
+    with replacing(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("tokens", data=tokens.astype(np.int32), compression="gzip")
         f.create_dataset("row_domain", data=row_domain.astype(np.int16))
         f.create_dataset("target_logprob", data=target_logprob.astype(np.float32),
                          compression="gzip", chunks=(1, min(64, tokens.shape[0]), tokens.shape[1] - 1))
         for key, value in attrs.items():
             f.attrs[key] = json.dumps(value) if isinstance(value, (list, dict)) else value
-    os.replace(tmp, path)
     return path

@@ -183,8 +183,9 @@ class Trainer:
         extra = checkpoint.load(self.run.checkpoints, last, self.model, self.optimizer)
         self.scheduler.load_state_dict(extra["scheduler"])
         self.step = int(extra["step"])
-        if "rng" in extra:
-            checkpoint.restore_rng_state(extra["rng"])
+        # This rank's RNG streams (torch, numpy, python, Megatron's TP tracker) as saved; under
+        # another layout they cannot be matched, so they are re-seeded from (seed, step).
+        checkpoint.restore_rng_state(extra.get("rng"), seed=self.cfg.seed.train + self.step)
         return True
 
     # ----------------------------------------------------------------- steps

@@ -18,10 +18,11 @@ SCRIPT = textwrap.dedent(
 
     from asymptote.models import checkpoint, parallel
     from asymptote.models.config import ParallelConfig
-    from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
 
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
-    parallel.initialize(ParallelConfig(tp=1, pp=1), seed=1234)
+    parallel.initialize(ParallelConfig(tp=1, pp=1), seed=1234)  # before Megatron is imported
+    from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
+
     tracker = get_cuda_rng_tracker()
     names = sorted(tracker.get_states())
     assert "model-parallel-rng" in names, names

@@ -71,5 +71,8 @@ def test_killed_run_with_dropout_resumes_exactly(tp, tmp_path, data_cache):
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "done" and record["resumed_from"] == 4
     resumed = _losses(out)
+    # Same layout, same machine: equal to the last bit on CPU. A resume that loses a stream
+    # (e.g. only the CPU generator restored) is off by ~2e-5 relative from the first step after
+    # the checkpoint, so the tolerance must stay well below that.
     for step, (want, got) in enumerate(zip(reference, resumed), start=1):
-        assert abs(got - want) <= 1e-5 * abs(want), f"step {step}: {got} after resume, {want} without"
+        assert abs(got - want) <= 1e-6 * abs(want), f"step {step}: {got} after resume, {want} without"
