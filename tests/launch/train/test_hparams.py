@@ -234,3 +234,46 @@ def test_config_text_in_each_run(server):
         text = entry["text"]
         assert "optim:" in text and f"weight_decay: {p['wd']}" in text
         assert "seed_tokens: 8192" in text and "name: tiny" in text
+
+
+def test_a_real_sweep_appears_in_the_hparams_dashboard(data_cache, tmp_path):
+    """`asymptote-train -m` writes what the dashboard needs: two points, their lr, their final
+    loss equal to run.json's, status success; served by a real TensorBoard."""
+    from conftest import run_train
+
+    exe = _tensorboard_exe()
+    if exe is None:
+        pytest.skip("no tensorboard executable")
+    run_train(data_cache, "-m", f"out={tmp_path}", "model=tiny", "data.seed_tokens=8192",
+              "train.global_batch=8", "train.micro_batch=8", "data.val_sequences=4",
+              "train.eval_every=0", "optim.lr=1e-3,3e-3")
+    finals = {json.loads(p.read_text())["config"]["optim"]["lr"]:
+              json.loads(p.read_text())["final"]["val_loss"] for p in tmp_path.glob("*/run.json")}
+    assert len(finals) == 2
+    port = _free_port()
+    proc = subprocess.Popen([exe, "--logdir", str(tmp_path), "--host", "127.0.0.1", "--port",
+                             str(port), "--reload_interval", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        request = {"experimentName": "", "allowedStatuses": STATUSES, "colParams": [],
+                   "startIndex": 0, "sliceSize": 100}
+        reply = _poll(lambda: _http(f"http://127.0.0.1:{port}/data/plugin/hparams/session_groups",
+                                    request),
+                      lambda r: len(r.get("sessionGroups", [])) == 2 and all(
+                          s.get("metricValues") for g in r["sessionGroups"] for s in g["sessions"]))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+    for group in reply["sessionGroups"]:
+        lr = group["hparams"]["optim.lr"]
+        (session,) = group["sessions"]
+        assert session["status"] == "STATUS_SUCCESS"
+        values = {m["name"]["tag"]: m["value"] for m in session["metricValues"]}
+        assert values[METRICS["val_loss"]] == pytest.approx(_closest(finals, lr), rel=1e-6)
+
+
+def _closest(finals: dict, lr: float) -> float:
+    """run.json's final val loss of the point whose lr is `lr` (float32 in the summary)."""
+    key = min(finals, key=lambda k: abs(k - lr))
+    assert abs(key - lr) <= 1e-6 * key
+    return finals[key]
