@@ -21,6 +21,7 @@ import numpy as np
 from ..atomic import replacing, write_json
 from .config import DataConfig
 from .corpus import corpus_files, iter_documents
+from .curate import CurationPlan, config_identity
 from .tokenizer import Tokenizer, train_bpe
 
 FORMAT_VERSION = 1
@@ -63,12 +64,12 @@ def cache_key(cfg: DataConfig, val_tokens_per_domain: int) -> str:
         else:  # hashing many GB on every start costs minutes; size and mtime identify it
             h.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
     tok = cfg.tokenizer if cfg.tokenizer == "train" else str(Path(cfg.tokenizer).expanduser().resolve())
-    h.update(
-        json.dumps(
-            [FORMAT_VERSION, cfg.text_key, cfg.domain_key, tok, cfg.vocab_size,
-             val_tokens_per_domain, cfg.split_seed]
-        ).encode()
-    )
+    decided = [FORMAT_VERSION, cfg.text_key, cfg.domain_key, tok, cfg.vocab_size,
+               val_tokens_per_domain, cfg.split_seed]
+    curation = config_identity(cfg.curate)
+    if curation is not None:  # off: the key (and so the entry) of an uncurated corpus is unchanged
+        decided.append({"curate": curation})
+    h.update(json.dumps(decided).encode())
     return h.hexdigest()[:16]
 
 
@@ -83,6 +84,7 @@ def prepare(cfg: DataConfig, val_tokens_per_domain: int, progress: bool = True) 
                 "file or a local Hugging Face tokenizer folder containing one, or set "
                 "data.tokenizer=train to train a BPE on the corpus"
             )
+    check_curation(cfg)
     root = cache_root(cfg, val_tokens_per_domain)
     root.mkdir(parents=True, exist_ok=True)
     manifest_path = root / "manifest.json"
@@ -92,6 +94,16 @@ def prepare(cfg: DataConfig, val_tokens_per_domain: int, progress: bool = True) 
             _build(cfg, root, val_tokens_per_domain, progress)
     manifest = json.loads(manifest_path.read_text())
     return PreparedData(root, Tokenizer.load(root / "tokenizer.json"), manifest)
+
+
+def check_curation(cfg: DataConfig) -> None:
+    """Refuse a bad `data.curate` before the corpus is read, listing every problem."""
+    if cfg.curate.enabled:
+        from .curate import CurationError, check
+
+        problems = check(cfg.curate)
+        if problems:
+            raise CurationError("; ".join(problems))
 
 
 def _is_validation(text: str, seen_in_domain: int, split_seed: int) -> bool:
@@ -111,10 +123,15 @@ def cache_root(cfg: DataConfig, val_tokens_per_domain: int) -> Path:
 
 
 def plan_split(cfg: DataConfig, root: Path, val_tokens_per_domain: int,
-               progress: bool) -> tuple[np.ndarray, Tokenizer]:
+               progress: bool, curation: CurationPlan | None = None) -> tuple[np.ndarray, Tokenizer]:
     """Pass 1: decide which documents are held out, and (if asked) train the tokenizer on
     training text only; writes `root/tokenizer.json`. Returns (is_validation per document in
-    corpus order, tokenizer)."""
+    corpus order, tokenizer).
+
+    With a `curation` plan, removed documents are neither held out nor tokenizer text, and a
+    document that has duplicates is never held out (it stays in training), so the validation
+    quota fills with documents that no training document duplicates; what the split rule would
+    have picked otherwise is counted into `curation.validation`."""
     from tqdm import tqdm
 
     val_chars: dict[str, int] = {}
@@ -122,13 +139,23 @@ def plan_split(cfg: DataConfig, root: Path, val_tokens_per_domain: int,
     is_val: list[bool] = []
     sample: list[str] = []
     sample_chars = 0
-    for doc in tqdm(iter_documents(cfg), desc="reading corpus", unit="doc", disable=not progress):
+    removed = kept_in_training = 0
+    for i, doc in enumerate(tqdm(iter_documents(cfg), desc="reading corpus", unit="doc",
+                                 disable=not progress)):
         n = seen.get(doc.domain, 0)
         seen[doc.domain] = n + 1
         # ~4 chars per token: stop adding validation documents once the quota is surely met
         val = val_chars.get(doc.domain, 0) < 6 * val_tokens_per_domain and _is_validation(
             doc.text, n, cfg.split_seed
         )
+        if curation is not None:
+            if not curation.keep[i]:
+                removed += val
+                is_val.append(False)
+                continue
+            if val and curation.clustered[i]:
+                kept_in_training += 1
+                val = False
         is_val.append(val)
         if val:
             val_chars[doc.domain] = val_chars.get(doc.domain, 0) + len(doc.text)
@@ -137,6 +164,12 @@ def plan_split(cfg: DataConfig, root: Path, val_tokens_per_domain: int,
             sample_chars += len(doc.text)
     if not is_val:
         raise ValueError("the corpus has no non-empty documents; check data.corpus and data.text_key")
+    if curation is not None:
+        if len(is_val) != len(curation.reason):
+            raise ValueError(f"the corpus has {len(is_val)} documents but curation scanned "
+                             f"{len(curation.reason)}; did it change while being prepared?")
+        curation.validation = {"documents": int(sum(is_val)), "removed": int(removed),
+                               "kept_in_training": int(kept_in_training)}
 
     if cfg.tokenizer == "train":
         tokenizer = train_bpe(sample, cfg.vocab_size)
@@ -154,9 +187,10 @@ def token_dtype(tokenizer: Tokenizer):
 
 
 def tokenize_range(cfg: DataConfig, tokenizer: Tokenizer, is_val: np.ndarray, start: int,
-                   stop: int, out: Path, progress: bool) -> dict:
+                   stop: int, out: Path, progress: bool, keep: np.ndarray | None = None) -> dict:
     """Pass 2 over documents [start, stop) of the corpus: write `out/train.bin/.idx` and
-    `out/val_<domain>.bin/.idx` (documents separated by EOD). Returns the token counts."""
+    `out/val_<domain>.bin/.idx` (documents separated by EOD), skipping documents whose `keep`
+    is False (curation removed them). Returns the token counts."""
     from itertools import islice
 
     from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
@@ -188,8 +222,11 @@ def tokenize_range(cfg: DataConfig, tokenizer: Tokenizer, is_val: np.ndarray, st
         batch.clear()
 
     documents = islice(iter_documents(cfg), start, stop)
-    for doc, val in tqdm(zip(documents, is_val[start:stop]), total=stop - start,
-                         desc="tokenizing", unit="doc", disable=not progress):
+    kept = keep[start:stop] if keep is not None else np.ones(stop - start, dtype=bool)
+    for doc, val, k in tqdm(zip(documents, is_val[start:stop], kept), total=stop - start,
+                            desc="tokenizing", unit="doc", disable=not progress):
+        if not k:
+            continue
         batch.append((doc, bool(val)))
         if len(batch) >= 256:
             flush()
@@ -201,8 +238,9 @@ def tokenize_range(cfg: DataConfig, tokenizer: Tokenizer, is_val: np.ndarray, st
 
 
 def write_manifest(cfg: DataConfig, root: Path, tokenizer: Tokenizer, counts: dict,
-                   val_tokens_per_domain: int) -> None:
-    """Check the counts and write `manifest.json`, atomically: the entry is complete from here."""
+                   val_tokens_per_domain: int, curation: CurationPlan | None = None) -> None:
+    """Check the counts and write `manifest.json`, atomically: the entry is complete from here.
+    With curation, its report (counts removed by each step) is the manifest's `curation`."""
     if counts["train_docs"] == 0:
         raise ValueError("no training documents left after the validation split; use a larger corpus")
     manifest = {
@@ -217,10 +255,22 @@ def write_manifest(cfg: DataConfig, root: Path, tokenizer: Tokenizer, counts: di
         "val_tokens_per_domain_requested": val_tokens_per_domain,
         "split_seed": cfg.split_seed,
     }
+    if curation is not None:
+        manifest["curation"] = curation.report()
     write_json(root / "manifest.json", manifest, indent=2)
 
 
 def _build(cfg: DataConfig, root: Path, val_tokens_per_domain: int, progress: bool) -> None:
-    is_val, tokenizer = plan_split(cfg, root, val_tokens_per_domain, progress)
-    counts = tokenize_range(cfg, tokenizer, is_val, 0, len(is_val), root, progress)
-    write_manifest(cfg, root, tokenizer, counts, val_tokens_per_domain)
+    curation = None
+    if cfg.curate.enabled:
+        from .curate import curate
+
+        curation = curate(cfg, progress)
+    is_val, tokenizer = plan_split(cfg, root, val_tokens_per_domain, progress, curation)
+    keep = curation.keep if curation is not None else None
+    counts = tokenize_range(cfg, tokenizer, is_val, 0, len(is_val), root, progress, keep)
+    write_manifest(cfg, root, tokenizer, counts, val_tokens_per_domain, curation)
+    if curation is not None and progress:
+        from .curate import format_report
+
+        print(format_report(curation.report(), curation.seconds), flush=True)

@@ -6,6 +6,11 @@ contiguous document ranges, each tokenized by its own task into `<entry>/shards/
 shards are then concatenated in order into `train.bin/.idx` and `val_<domain>.bin/.idx` with
 Megatron's IndexedDatasetBuilder.add_index. The entry's lock is held throughout, so training
 ranks that start meanwhile wait for the finished entry instead of building their own.
+
+With `data.curate.enabled`, curation's scan stage (filters, normalized hashes, MinHash
+signatures: `curate.scan_shard`) runs first as shard tasks of its own through the same `submit`,
+writing `<entry>/shards/curate_<i>.npz`; deduplication over all shards and the split run in the
+calling process, and the tokenization tasks skip the removed documents (`shards/keep.npy`).
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ from typing import Callable
 import numpy as np
 
 from .config import DataConfig
-from .prepare import (PreparedData, cache_root, plan_split, token_dtype, tokenize_range,
-                      write_manifest)
+from .curate import (CurationPlan, Scan, count_documents, deduplicate, finish, format_report,
+                     scan_shard)
+from .prepare import (PreparedData, cache_root, check_curation, plan_split, token_dtype,
+                      tokenize_range, write_manifest)
 from .tokenizer import Tokenizer
 
 #: submit(list of (function, args)) -> list of results, in order: runs the shard tasks.
@@ -37,8 +44,10 @@ def tokenize_shard(cfg: DataConfig, root: str, index: int, start: int, stop: int
     root_path = Path(root)
     tokenizer = Tokenizer.load(root_path / "tokenizer.json")
     is_val = np.load(root_path / "shards" / "is_val.npy")
+    keep_path = root_path / "shards" / "keep.npy"  # written when curation removed documents
+    keep = np.load(keep_path) if keep_path.exists() else None
     out = root_path / "shards" / str(index)
-    counts = tokenize_range(cfg, tokenizer, is_val, start, stop, out, progress=False)
+    counts = tokenize_range(cfg, tokenizer, is_val, start, stop, out, progress=False, keep=keep)
     (out / "counts.json").write_text(json.dumps(counts))
     return counts
 
@@ -74,26 +83,51 @@ def prepare_sharded(cfg: DataConfig, val_tokens_per_domain: int, shards: int, su
     `submit` runs (local processes, or a SLURM array)."""
     if shards < 1:
         raise ValueError(f"--shards {shards}: give at least 1")
+    check_curation(cfg)
     root = cache_root(cfg, val_tokens_per_domain)
     root.mkdir(parents=True, exist_ok=True)
     manifest = root / "manifest.json"
     with open(root / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not manifest.exists():
-            is_val, tokenizer = plan_split(cfg, root, val_tokens_per_domain, progress)
             shutil.rmtree(root / "shards", ignore_errors=True)  # debris of an interrupted build
             (root / "shards").mkdir()
+            curation = _curate_sharded(cfg, root, shards, submit, progress) if cfg.curate.enabled else None
+            is_val, tokenizer = plan_split(cfg, root, val_tokens_per_domain, progress, curation)
             np.save(root / "shards" / "is_val.npy", is_val)
+            if curation is not None:
+                np.save(root / "shards" / "keep.npy", curation.keep)
             bounds = shard_bounds(len(is_val), min(shards, len(is_val)))
             if progress:
                 print(f"[asymptote] tokenizing {len(is_val)} documents in {len(bounds)} shards",
                       flush=True)
             tasks = [(tokenize_shard, (cfg, str(root), i, a, b)) for i, (a, b) in enumerate(bounds)]
             counts = _merge(root, tokenizer, submit(tasks))
-            write_manifest(cfg, root, tokenizer, counts, val_tokens_per_domain)
+            write_manifest(cfg, root, tokenizer, counts, val_tokens_per_domain, curation)
             shutil.rmtree(root / "shards", ignore_errors=True)
+            if curation is not None and progress:
+                print(format_report(curation.report(), curation.seconds), flush=True)
     info = json.loads(manifest.read_text())
     return PreparedData(root, Tokenizer.load(root / "tokenizer.json"), info)
+
+
+def _curate_sharded(cfg: DataConfig, root: Path, shards: int, submit: Submit,
+                    progress: bool) -> CurationPlan:
+    """Curation's scan stage (filters, hashes, MinHash signatures) as shard tasks over document
+    ranges, then its deduplication over all of them in this process."""
+    n_docs = count_documents(cfg)
+    if n_docs == 0:
+        raise ValueError("the corpus has no non-empty documents; check data.corpus and data.text_key")
+    bounds = shard_bounds(n_docs, min(shards, n_docs))
+    if progress:
+        print(f"[asymptote] curation scan of {n_docs} documents in {len(bounds)} shards", flush=True)
+    tasks = [(scan_shard, (cfg, str(root), i, a, b)) for i, (a, b) in enumerate(bounds)]
+    sizes = submit(tasks)
+    scans = [Scan.load(root / "shards" / f"curate_{i}.npz") for i in range(len(bounds))]
+    if [len(s.reason) for s in scans] != [b - a for a, b in bounds] or sizes != [b - a for a, b in bounds]:
+        raise ValueError("a curation scan shard covered fewer documents than its range; did the "
+                         "corpus change while being prepared?")
+    return finish(deduplicate(Scan.concat(scans), cfg.curate))
 
 
 def submit_local(workers: int) -> Submit:

@@ -27,6 +27,10 @@ def _identity(cfg: dict, prefix: str = "") -> dict:
         path = f"{prefix}{key}"
         if path in NON_IDENTITY_KEYS:
             continue
+        if key == "curate" and isinstance(value, dict) and not value.get("enabled"):
+            # A DataConfig's curation (data.curate, cpt.replay.curate) while off, the default,
+            # computes nothing: left out, so run folders keep their names from before it existed.
+            continue
         out[key] = _identity(value, path + ".") if isinstance(value, dict) else value
     return out
 
