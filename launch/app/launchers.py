@@ -7,20 +7,30 @@ the sweep is recorded in `sweep.json` (and the output root's `manifest.json`).
   splitting a sweep larger than the cluster's MaxArraySize into several arrays, `detach` (return
   once submitted), and the SLURM ids of every point in sweep.json for `asymptote status` and
   `asymptote resubmit`.
+- `AsymptoteSweeper` (`hydra/sweeper=asymptote`, the default): Hydra's basic sweeper, without
+  its own compose of every point before an asymptote launcher composes and checks them again.
+
+At scale (thousands of points): points are composed through Hydra once per distinct
+config-group choice (`points.PointComposer`), one sbatch per array (retried with backoff while
+the controller is busy), and the launcher and Hydra's state are pickled once per launch, not
+once per task (`ArrayTask`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeperConf
 from hydra.core.config_store import ConfigStore
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.sweeper import Sweeper
 from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 
@@ -41,6 +51,11 @@ class AsymptoteSlurmConf(SlurmQueueConf):
     max_array_size: Optional[int] = None
     """Most tasks per array; null reads MaxArraySize from `scontrol show config`. A larger sweep
     is submitted as several arrays."""
+    sbatch_attempts: int = 6
+    """Tries of each sbatch while the controller answers as busy ("Socket timed out",
+    "Resource temporarily unavailable"...), waiting 2, 4, 8... s (at most 60) in between."""
+    sbatch_backoff_s: float = 2.0
+    """The first wait between sbatch attempts (doubled after each failure)."""
 
 
 @dataclass
@@ -50,30 +65,98 @@ class AsymptoteLocalConf:
     _target_: str = "hydra_plugins.asymptote_launchers.LocalSweepLauncher"
 
 
+@dataclass
+class AsymptoteSweeperConf(BasicSweeperConf):
+    """Hydra's basic sweeper (`a=1,2 b=x,y`: every combination), see AsymptoteSweeper."""
+
+    _target_: str = "hydra_plugins.asymptote_launchers.AsymptoteSweeper"
+
+
 def register_launchers() -> None:
-    """Make `hydra/launcher=asymptote_slurm|asymptote_local` available to the YAML presets.
+    """Make `hydra/launcher=asymptote_slurm|asymptote_local` and `hydra/sweeper=asymptote`
+    available to the YAML presets.
 
     The classes are registered with Hydra by hand too: Hydra finds plugins by walking the
     `hydra_plugins` namespace on disk, which misses packages of an editable install."""
     from hydra.core.plugins import Plugins
     from hydra_plugins import asymptote_launchers
 
-    for cls in (asymptote_launchers.LocalSweepLauncher, asymptote_launchers.SlurmSweepLauncher):
+    for cls in (asymptote_launchers.LocalSweepLauncher, asymptote_launchers.SlurmSweepLauncher,
+                asymptote_launchers.AsymptoteSweeper):
         Plugins.instance().register(cls)
     cs = ConfigStore.instance()
     cs.store(group="hydra/launcher", name="asymptote_slurm", node=AsymptoteSlurmConf,
              provider="asymptote")
     cs.store(group="hydra/launcher", name="asymptote_local", node=AsymptoteLocalConf,
              provider="asymptote")
+    cs.store(group="hydra/sweeper", name="asymptote", node=AsymptoteSweeperConf,
+             provider="asymptote")
 
 
-def _points(launcher, job_overrides, initial_job_idx) -> list[SweepPoint]:
+class AsymptoteSweeper(Sweeper):
+    """Hydra's basic sweeper, minus its compose of every point before launching when the
+    launcher is one of asymptote's: those compose, type and check every point themselves
+    (listing every problem at once), much faster than Hydra's one full compose per point.
+    With any other launcher (e.g. `hydra/launcher=submitit_slurm`) it is the basic sweeper.
+
+    It wraps a BasicSweeper rather than subclassing it: Hydra's plugin scan re-imports its
+    core plugins, so a subclass of the class imported here would not be one of the class its
+    methods refer to."""
+
+    def __init__(self, max_batch_size: Optional[int] = None,
+                 params: Optional[dict[str, str]] = None):
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+        self.basic = BasicSweeper(max_batch_size=max_batch_size, params=params)
+
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        self.basic.setup(hydra_context=hydra_context, task_function=task_function,
+                         config=config)
+        if isinstance(self.basic.launcher, (LocalSweepLauncher, SlurmSweepLauncher)):
+            self.basic.validate_batch_is_legal = lambda batch: None
+
+    def sweep(self, arguments: list[str]) -> Any:
+        return self.basic.sweep(arguments)
+
+
+def _points(launcher, job_overrides, initial_job_idx, check=None) -> list[SweepPoint]:
+    loader = launcher.hydra_context.config_loader
+
     def load(overrides):
-        return launcher.hydra_context.config_loader.load_sweep_config(launcher.config, overrides)
+        return loader.load_sweep_config(launcher.config, overrides)
 
-    points = compose_points(load, job_overrides, initial_job_idx)
+    repository = getattr(loader, "repository", None)
+    points = compose_points(load, job_overrides, initial_job_idx,
+                            is_group=getattr(repository, "group_exists", None), check=check)
     log.info(f"validated {len(points)} sweep point(s)")
     return points
+
+
+def layout_problems(points: list[SweepPoint], nodes: int, tasks_per_node: int,
+                    derived: bool = True) -> list[str]:
+    """Points whose ranks the array's tasks would not give them.
+
+    One array has one resource request, made from the sweep's base config: nodes x
+    tasks_per_node ranks per task. With tasks_per_node derived from the layout, every point
+    must need exactly that many (tp x pp x dp); set by hand, the layout checks must pass for
+    that world size."""
+    from ..checks import check_layout
+
+    ranks = int(nodes) * int(tasks_per_node)
+    problems = []
+    for p in points:
+        label = f"sweep point #{p.index} ({' '.join(p.overrides) or 'no overrides'})"
+        par = p.config.parallel
+        if derived and p.world != ranks:
+            problems.append(
+                f"{label}: parallel.tp x pp x dp = {par.tp} x {par.pp} x {par.dp} = {p.world} "
+                f"ranks, but the array's tasks get hydra.launcher.nodes x tasks_per_node = "
+                f"{nodes} x {tasks_per_node} = {ranks} (one array has one layout, taken from "
+                "the sweep's base config): launch one `-m` per layout")
+        elif not derived:
+            problems += [f"{label}: {msg} (hydra.launcher.nodes x tasks_per_node = {nodes} x "
+                         f"{tasks_per_node})" for msg in check_layout(p.config, ranks)]
+    return problems
 
 
 def _open_record(sweep_dir: Path, out: Path, launcher: str, executor: dict | None) -> dict:
@@ -108,13 +191,20 @@ class LocalSweepLauncher(BasicLauncher):
         return super().launch(job_overrides, initial_job_idx)
 
 
+#: Launcher settings of asymptote's own (not sbatch flags): kept out of the executor.
+OWN_SETTINGS = ("detach", "max_array_size", "sbatch_attempts", "sbatch_backoff_s")
+
+
 def make_executor(params: dict[str, Any], folder: str):
-    """A submitit SLURM executor for the launcher settings `params` (hydra.launcher.*).
+    """A submitit SLURM executor (`SlurmArrayExecutor`) for the launcher settings `params`
+    (hydra.launcher.*).
 
     Clears this process's torch.distributed rendezvous variables, which sbatch would export."""
     import submitit
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
     from omegaconf import OmegaConf
+
+    from ...slurm.scheduler import Backoff
 
     # sbatch exports this process's environment to the tasks; a rendezvous of the submitting
     # process (e.g. submitting from inside a torchrun job) would override the tasks' own.
@@ -122,13 +212,125 @@ def make_executor(params: dict[str, Any], folder: str):
         os.environ.pop(key, None)
     params = dict(params)
     params.pop("submitit_folder", None)
-    # The one setting submitit takes at construction rather than in update_parameters.
-    executor = submitit.AutoExecutor(folder=folder, cluster="slurm",
-                                     slurm_max_num_timeout=params.pop("max_num_timeout", 0))
+    backoff = Backoff(attempts=max(1, int(params.get("sbatch_attempts") or 6)),
+                      first_s=float(params.get("sbatch_backoff_s") or 2.0))
+    for key in OWN_SETTINGS:
+        params.pop(key, None)
+    # submitit's AutoExecutor translates the generic settings into sbatch's; the executor that
+    # submits is ours, with those parameters.
+    max_num_timeout = params.pop("max_num_timeout", 0)
+    auto = submitit.AutoExecutor(folder=folder, cluster="slurm",
+                                 slurm_max_num_timeout=max_num_timeout)
     generic = set(OmegaConf.structured(BaseQueueConf).keys())
-    executor.update_parameters(**{k if k in generic else f"slurm_{k}": v
-                                  for k, v in params.items()})
+    auto.update_parameters(**{k if k in generic else f"slurm_{k}": v for k, v in params.items()})
+    executor = slurm_array_executor(folder, max_num_timeout, backoff)
+    executor.update_parameters(**auto._executor.parameters)
     return executor
+
+
+_EXECUTOR_CLASS: type | None = None
+
+
+def slurm_array_executor(folder, max_num_timeout: int = 3, backoff=None):
+    """A `SlurmArrayExecutor` (submitit is imported only here, when something is submitted)."""
+    global _EXECUTOR_CLASS
+    if _EXECUTOR_CLASS is None:
+        from submitit.slurm.slurm import SlurmExecutor
+
+        _EXECUTOR_CLASS = type("SlurmArrayExecutor", (ArraySubmission, SlurmExecutor), {})
+    executor = _EXECUTOR_CLASS(folder, max_num_timeout=max_num_timeout)
+    if backoff is not None:
+        executor.backoff = backoff
+    return executor
+
+
+class ArraySubmission:
+    """Mixed into submitit's SLURM executor (`slurm_array_executor`): every batch of jobs (a
+    sweep, a resubmission) is one sbatch call, an array of n tasks (or one job for n = 1), and
+    sbatch is retried with backoff while the controller is busy
+    (`asymptote.slurm.scheduler.sbatch`). Job folders, pickles and the batch script are where
+    submitit puts them, so its jobs and tasks work unchanged."""
+
+    backoff = None  # a scheduler.Backoff; None: its defaults
+
+    def _internal_process_submissions(self, delayed_submissions):
+        from submitit.core.utils import JobPaths
+        from submitit.slurm.slurm import SlurmJob
+
+        from ...slurm.scheduler import sbatch
+
+        n = len(delayed_submissions)
+        staging = JobPaths.get_first_id_independent_folder(self.folder)
+        staging.mkdir(parents=True, exist_ok=True)
+        timeout_min = self.parameters.get("time", 5)
+        pickles = []
+        for delayed in delayed_submissions:
+            delayed.set_timeout(timeout_min, self.max_num_timeout)
+            path = staging / f"{uuid.uuid4().hex}.pkl"
+            delayed.dump(path)
+            pickles.append(path)
+        uid = uuid.uuid4().hex
+        script = staging / f".submission_file_{uid}.sh"
+        if n > 1:
+            self.parameters["map_count"] = n  # --array=0-(n-1)%parallelism
+        try:
+            script.write_text(self._make_submission_file_text(self._submitit_command_str, uid))
+        finally:
+            self.parameters.pop("map_count", None)
+        from ...slurm.scheduler import Backoff
+
+        output = sbatch(self._make_submission_command(script), self.backoff or Backoff())
+        job_id = self._get_job_id_from_submission_command(output)
+        tasks = list(range(self._num_tasks()))
+        # The script goes into the (first) job's folder, a link to it stays where it was.
+        JobPaths(self.folder, job_id=job_id).move_temporary_file(script, "submission_file",
+                                                                keep_as_symlink=True)
+        self._write_job_id(job_id, uid)
+        ids = [job_id] if n == 1 else [f"{job_id}_{i}" for i in range(n)]
+        jobs = [SlurmJob(folder=self.folder, job_id=i, tasks=tasks) for i in ids]
+        for job, path in zip(jobs, pickles):
+            job.paths.move_temporary_file(path, "submitted_pickle")
+        self._set_job_permissions(jobs[0].paths.folder)
+        return jobs
+
+
+class ArrayTask:
+    """What each task of a sweep's array runs: the sweep's launcher, with Hydra's state, called
+    with its point's arguments (as hydra-submitit-launcher's tasks call the launcher itself).
+
+    The launcher and Hydra's state are pickled once per launch into `shared`, instead of into
+    every task's submission (a large part of submitting thousands of tasks); each task's own
+    pickle holds only this object and its point's overrides, so `asymptote resubmit` and
+    submitit's requeue on preemption (`checkpoint`) work as before."""
+
+    def __init__(self, shared: str):
+        self.shared = str(shared)
+
+    @staticmethod
+    def write(folder: Path, launcher, state) -> "ArrayTask":
+        """Pickle (launcher, Hydra state) once into `folder` (submitit's job-independent folder,
+        seen by every task) and return the task that loads it."""
+        import cloudpickle
+
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"launcher-{uuid.uuid4().hex[:12]}.pkl"
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            cloudpickle.dump((launcher, state), f)
+        tmp.replace(path)
+        return ArrayTask(str(path))
+
+    def __call__(self, sweep_overrides, job_dir_key, job_num, job_id):
+        from submitit.core.utils import pickle_load
+
+        launcher, state = pickle_load(Path(self.shared))
+        return launcher(sweep_overrides, job_dir_key, job_num, job_id, state)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """Requeue the same call (submitit asks on preemption or time-out)."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 
 def chunks(items: list, size: int | None) -> list[list]:
@@ -142,15 +344,31 @@ class SlurmSweepLauncher(SlurmLauncher):
     """hydra-submitit-launcher's SLURM launcher with validation, array chunking, detach and
     sweep.json."""
 
-    def __init__(self, detach: bool = False, max_array_size: int | None = None, **params: Any):
+    def __init__(self, detach: bool = False, max_array_size: int | None = None,
+                 sbatch_attempts: int = 6, sbatch_backoff_s: float = 2.0, **params: Any):
         super().__init__(**params)
         self.detach = detach
         self.max_array_size = max_array_size
+        self.params["sbatch_attempts"] = sbatch_attempts
+        self.params["sbatch_backoff_s"] = sbatch_backoff_s
+
+    def _layout(self) -> tuple[int, int, bool]:
+        """(nodes, tasks_per_node, derived) of the array's tasks: derived when tasks_per_node
+        is still the preset's `asymptote.tasks_per_node` of the layout, not set by hand."""
+        from omegaconf import OmegaConf
+
+        node = self.config.hydra.launcher
+        derived = "tasks_per_node" in node and OmegaConf.is_interpolation(node, "tasks_per_node")
+        return int(self.params["nodes"]), int(self.params["tasks_per_node"]), derived
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):
+        from submitit.core.utils import JobPaths
+
         from ...slurm.scheduler import max_array_size
 
-        points = _points(self, job_overrides, initial_job_idx)
+        layout = self._layout()
+        points = _points(self, job_overrides, initial_job_idx,
+                         check=lambda pts: layout_problems(pts, *layout))
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         record = _open_record(sweep_dir, Path(str(self.config.out)), "slurm", self.params)
@@ -160,11 +378,13 @@ class SlurmSweepLauncher(SlurmLauncher):
             print(f"[asymptote] {len(points)} points exceed the cluster's MaxArraySize={limit}: "
                   f"submitting {len(pieces)} arrays of at most {limit} tasks", flush=True)
         executor = make_executor(self.params, self.params["submitit_folder"])
+        task = ArrayTask.write(JobPaths.get_first_id_independent_folder(executor.folder), self,
+                               Singleton.get_state())
         jobs = []
         for piece in pieces:
-            args = [(p.overrides, "hydra.sweep.dir", p.index, f"job_id_for_{p.index}",
-                     Singleton.get_state()) for p in piece]
-            submitted = executor.map_array(self, *zip(*args))
+            args = [(p.overrides, "hydra.sweep.dir", p.index, f"job_id_for_{p.index}")
+                    for p in piece]
+            submitted = executor.map_array(task, *zip(*args))
             array_id = submitted[0].job_id.split("_")[0]
             record["arrays"].append({"job_id": array_id, "size": len(piece),
                                      "first_index": piece[0].index})

@@ -23,6 +23,23 @@ def expand_sweep(overrides: list[str]) -> list[list[str]]:
     return [list(point) for batch in batches for point in batch]
 
 
+def base_overrides(overrides: list[str]) -> list[str]:
+    """The overrides of a sweep's base config: all but the sweeps (Hydra composes the launcher
+    settings from these)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [o.input_line for o in parsed if not o.is_sweep_override()]
+
+
+def config_groups():
+    """`is_group(name)` of the initialized Hydra's config repository (None if unavailable)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    repository = getattr(GlobalHydra.instance().config_loader(), "repository", None)
+    return getattr(repository, "group_exists", None)
+
+
 def plan(overrides: list[str], mfu: float, peak_flops: float):
     """(points, launcher config, rows) for the sweep `overrides`; raises ConfigError listing
     every invalid point."""
@@ -39,15 +56,30 @@ def plan(overrides: list[str], mfu: float, peak_flops: float):
             return compose("config", overrides=point, return_hydra_config=True)
 
         point_overrides = expand_sweep(overrides)
-        points = compose_points(load, point_overrides)
-        launcher = OmegaConf.to_container(load(point_overrides[0]).hydra.launcher, resolve=True)
+        # What the launcher reads: the sweep's base config (its overrides minus the sweeps).
+        base = load(base_overrides(overrides))
+        launcher = OmegaConf.to_container(base.hydra.launcher, resolve=True)
+        check = None
+        if "Slurm" in launcher.get("_target_", ""):
+            from .launchers import layout_problems
+
+            derived = OmegaConf.is_interpolation(base.hydra.launcher, "tasks_per_node")
+
+            def check(pts):
+                return layout_problems(pts, launcher["nodes"], launcher["tasks_per_node"],
+                                       derived)
+        points = compose_points(load, point_overrides, is_group=config_groups(), check=check)
     rows = []
+    vocabs: dict[tuple, int] = {}
     for p in points:
         cfg = p.config
         seq, gb = cfg.model.seq_len, cfg.train.global_batch
         steps = (cfg.data.seed_tokens // seq) * cfg.train.epochs // gb
+        tokenizer = (cfg.data.tokenizer, cfg.data.vocab_size)
+        if tokenizer not in vocabs:
+            vocabs[tokenizer] = _tokenizer_vocab(cfg)
         vocab = cfg.model.vocab_size or size.padded_vocab_size(
-            _tokenizer_vocab(cfg), cfg.model.vocab_multiple)
+            vocabs[tokenizer], cfg.model.vocab_multiple)
         tokens = steps * gb * seq
         flops = size.flops_per_token(cfg.model, vocab) * tokens
         gpu_hours = flops / (mfu * peak_flops) / 3600

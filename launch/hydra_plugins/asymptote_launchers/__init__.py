@@ -1,6 +1,6 @@
-"""asymptote's Hydra launchers, where Hydra looks for plugins (the `hydra_plugins` namespace).
+"""asymptote's Hydra launchers and sweeper, where Hydra looks for plugins (the `hydra_plugins` namespace).
 
-Hydra only instantiates launcher classes defined under `hydra_plugins`, and a submitted SLURM
+Hydra only instantiates plugin classes defined under `hydra_plugins`, and a submitted SLURM
 task unpickles its launcher by this module path. The behaviour lives in
 `asymptote.launch.app.launchers`; these names only place it where Hydra accepts it.
 """
@@ -14,3 +14,7 @@ class LocalSweepLauncher(_impl.LocalSweepLauncher):
 
 class SlurmSweepLauncher(_impl.SlurmSweepLauncher):
     """See asymptote.launch.app.launchers.SlurmSweepLauncher."""
+
+
+class AsymptoteSweeper(_impl.AsymptoteSweeper):
+    """See asymptote.launch.app.launchers.AsymptoteSweeper."""
