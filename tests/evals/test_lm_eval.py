@@ -337,7 +337,9 @@ def test_broken_hook_warns_in_one_line_and_start_up_goes_on(tmp_path, init, show
     install(site_dir.mkdir() or site_dir)
     (fake / "asymptote").mkdir(parents=True)
     (fake / "asymptote" / "__init__.py").write_text(init + "\n")  # shadows the real package
-    proc = _start_with_hook(site_dir, pythonpath=fake)
+    # -S: only this site folder's hook runs (the environment's own, installed by `make install`,
+    # would warn too).
+    proc = _start_with_hook(site_dir, pythonpath=fake, no_site=True)
     assert proc.returncode == 0 and proc.stdout.strip() == "alive", proc.stderr[-3000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
