@@ -103,9 +103,9 @@ def install(target: Path | None = None) -> Path:
     """Write the .pth hook into `target` (default: this interpreter's site-packages)."""
     path = Path(target or site_dir()) / PTH_NAME
     if not path.exists() or path.read_text() != PTH_LINE:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(PTH_LINE)
-        tmp.replace(path)
+        from .. import atomic
+
+        atomic.write_text(path, PTH_LINE)  # an interpreter starting now never reads half a line
     return path
 
 
