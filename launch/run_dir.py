@@ -20,12 +20,22 @@ NON_IDENTITY_KEYS = {
     "data.streaming",
 }
 
+# Keys added after run folders existed, with the default that reproduces what runs computed
+# before them: a key holding its default is left out of the hash, so those folders keep their
+# names (and resume); any other value is part of what the run computes.
+LATER_KEYS_DEFAULTS = {
+    "model.rope_scaling": None, "model.rope_scaling_factor": 1.0, "model.head_dim": None,
+    "model.tie_embeddings": False, "model.qkv_bias": False,
+}
+
 
 def _identity(cfg: dict, prefix: str = "") -> dict:
     out = {}
     for key, value in cfg.items():
         path = f"{prefix}{key}"
         if path in NON_IDENTITY_KEYS:
+            continue
+        if path in LATER_KEYS_DEFAULTS and value == LATER_KEYS_DEFAULTS[path]:
             continue
         if key == "curate" and isinstance(value, dict) and not value.get("enabled"):
             # A DataConfig's curation (data.curate, cpt.replay.curate) while off, the default,

@@ -8,7 +8,8 @@ from typing import Optional
 
 @dataclass
 class ModelConfig:
-    """A Llama-style decoder: RMSNorm, SwiGLU, RoPE, grouped-query attention, no biases, untied."""
+    """A Llama-style decoder: RMSNorm, SwiGLU, RoPE, grouped-query attention; by default no
+    biases and untied embeddings (the Llama-family options below cover imported models)."""
 
     name: str = "tiny"
     """Preset name (a file in launch/conf/model/); part of the run's folder name."""
@@ -35,6 +36,17 @@ class ModelConfig:
     """RoPE base (theta)."""
     norm_eps: float = 1e-5
     """RMSNorm epsilon."""
+    rope_scaling: Optional[str] = None
+    """RoPE frequency scaling: null (none), `llama3` (Llama 3.1/3.2: low and high frequency
+    factors 1 and 4, original context 8192) or `linear` (positions divided by the factor)."""
+    rope_scaling_factor: float = 1.0
+    """Factor of `rope_scaling` (unused without it)."""
+    head_dim: Optional[int] = None
+    """Size of one attention head; null: hidden / heads."""
+    tie_embeddings: bool = False
+    """Share the input embedding matrix with the output layer (e.g. Llama-3.2-1B, Qwen2-0.5B)."""
+    qkv_bias: bool = False
+    """Biases on the query, key and value projections (Qwen2); no other layer has biases."""
     dropout: float = 0.0
     """Hidden and attention dropout (the papers train without dropout)."""
     spec: str = "auto"

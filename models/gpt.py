@@ -29,6 +29,26 @@ def use_transformer_engine(cfg: ModelConfig) -> bool:
     return have_te
 
 
+def head_dim(cfg: ModelConfig) -> int:
+    """Size of one attention head: `model.head_dim`, or hidden / heads."""
+    return cfg.head_dim or cfg.hidden // cfg.heads
+
+
+ROPE_SCALINGS = (None, "llama3", "linear")
+
+
+def rope_scaling(cfg: ModelConfig) -> dict:
+    """GPTModel arguments of `model.rope_scaling`: Megatron's Llama-3 frequency scaling (low and
+    high frequency factors 1 and 4, original context 8192), or linear position interpolation."""
+    if cfg.rope_scaling not in ROPE_SCALINGS:
+        raise ValueError(f"model.rope_scaling={cfg.rope_scaling!r}: use null, llama3 or linear")
+    if cfg.rope_scaling == "llama3":
+        return {"rope_scaling": True, "rope_scaling_factor": float(cfg.rope_scaling_factor)}
+    if cfg.rope_scaling == "linear":
+        return {"seq_len_interpolation_factor": float(cfg.rope_scaling_factor)}
+    return {}
+
+
 def transformer_config(
     cfg: ModelConfig, parallel: ParallelConfig, bf16: bool
 ):
@@ -46,13 +66,13 @@ def transformer_config(
         num_attention_heads=cfg.heads,
         num_query_groups=cfg.kv_heads,
         ffn_hidden_size=cfg.ffn,
-        kv_channels=cfg.hidden // cfg.heads,
+        kv_channels=head_dim(cfg),
         normalization="RMSNorm",
         layernorm_epsilon=cfg.norm_eps,
         gated_linear_unit=True,
         activation_func=F.silu,
         add_bias_linear=False,
-        add_qkv_bias=False,
+        add_qkv_bias=cfg.qkv_bias,
         hidden_dropout=cfg.dropout,
         attention_dropout=cfg.dropout,
         init_method_std=cfg.init_std,
@@ -119,9 +139,10 @@ def build_model_chunks(
             max_sequence_length=cfg.seq_len,
             pre_process=ps.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp),
             post_process=ps.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp),
-            share_embeddings_and_output_weights=False,
+            share_embeddings_and_output_weights=cfg.tie_embeddings,
             position_embedding_type="rope",
-            rotary_base=int(cfg.rope_base),
+            rotary_base=int(cfg.rope_base) if float(cfg.rope_base).is_integer() else cfg.rope_base,
+            **rope_scaling(cfg),
             vp_stage=vp,
         )
         if torch.cuda.is_available():

@@ -16,8 +16,8 @@ def padded_vocab_size(vocab_size: int, multiple: int) -> int:
 
 def layer_params(cfg: ModelConfig) -> int:
     """Parameters of one transformer layer (attention, SwiGLU MLP, two RMSNorm weights)."""
-    head_dim = cfg.hidden // cfg.heads
-    qkv = cfg.hidden * (cfg.heads + 2 * cfg.kv_heads) * head_dim
+    head_dim = cfg.head_dim or cfg.hidden // cfg.heads
+    qkv = (cfg.hidden + int(cfg.qkv_bias)) * (cfg.heads + 2 * cfg.kv_heads) * head_dim
     proj = cfg.heads * head_dim * cfg.hidden
     mlp = 3 * cfg.hidden * cfg.ffn  # gate, up and down projections
     norms = 2 * cfg.hidden
@@ -30,8 +30,9 @@ def non_embedding_params(cfg: ModelConfig) -> int:
 
 
 def total_params(cfg: ModelConfig, vocab_size: int) -> int:
-    """All parameters, with untied input embedding and output layer of `vocab_size` rows."""
-    return non_embedding_params(cfg) + 2 * vocab_size * cfg.hidden
+    """All parameters, with an input embedding and output layer of `vocab_size` rows (one shared
+    matrix with `model.tie_embeddings`)."""
+    return non_embedding_params(cfg) + (1 if cfg.tie_embeddings else 2) * vocab_size * cfg.hidden
 
 
 def flops_per_token(cfg: ModelConfig, vocab_size: int, training: bool = True) -> float:
@@ -40,8 +41,10 @@ def flops_per_token(cfg: ModelConfig, vocab_size: int, training: bool = True) ->
     Attention counts the full seq x seq products (what the kernels compute; causal masking does
     not skip them in the local spec). Training is three forward passes' worth (forward + backward).
     """
-    matmul_weights = non_embedding_params(cfg) - cfg.layers * 2 * cfg.hidden - cfg.hidden
+    head_dim = cfg.head_dim or cfg.hidden // cfg.heads
+    biases = cfg.layers * int(cfg.qkv_bias) * (cfg.heads + 2 * cfg.kv_heads) * head_dim
+    matmul_weights = non_embedding_params(cfg) - cfg.layers * 2 * cfg.hidden - cfg.hidden - biases
     matmul_weights += vocab_size * cfg.hidden  # output layer; the embedding is a lookup
-    attention = 2 * 2 * cfg.layers * cfg.seq_len * cfg.heads * (cfg.hidden // cfg.heads)
+    attention = 2 * 2 * cfg.layers * cfg.seq_len * cfg.heads * head_dim
     forward = 2 * matmul_weights + attention
     return float(3 * forward if training else forward)

@@ -136,6 +136,12 @@ def replay_data(cfg: Config, base) -> DataConfig:
     if c.replay.corpus or c.replay.prepared:
         replay = c.replay
     else:  # the base's own training data: exactly the D tokens it was trained on
+        if not base.cfg.data.corpus and not base.cfg.data.prepared:
+            raise BaseRunError(
+                f"cpt.replay: the base {base.run_dir} records no training data of its own (a "
+                "model imported from Hugging Face: its pretraining corpus is not here), and "
+                "cpt replays and measures forgetting on general data; give it with "
+                "cpt.replay.corpus=[...] (e.g. [shipped]), tokenized with the base's tokenizer")
         replay = dataclasses.replace(base.cfg.data, cache_dir=cfg.data.cache_dir)
         fixed = _tokenizer_file(replay)
         if fixed is not None and not same_tokenizer(fixed, base.tokenizer):
@@ -155,7 +161,11 @@ def check(cfg: Config, world: int | None = None) -> list[str]:
         errors.append("cpt.warmup_frac must be in [0, 1) and cpt.warmup_start in [0, 1]")
     try:
         derived = derive(cfg)
-        replay_data(derived, _base(derived))
+        base = _base(derived)
+        replay_data(derived, base)
+        if c.load_optimizer and base.record.get("imported_from"):
+            errors.append(f"cpt.load_optimizer=true: the base {base.run_dir} was imported from "
+                          "Hugging Face and has no optimizer state; leave cpt.load_optimizer=false")
     except BaseRunError as exc:
         errors.append(str(exc))
     return errors

@@ -54,6 +54,11 @@ def _open(base: str | None, key: str) -> tuple[Path, dict, object, list[int]]:
     try:
         record = read_record(run_dir)
     except RunLoadError as exc:
+        if (run_dir / "config.json").is_file():  # a Hugging Face model folder
+            raise BaseRunError(
+                f"{key}.base={base} is a Hugging Face model folder, not a run: import it first "
+                f"with `asymptote import-hf {base} --out <run folder>` and give that folder") \
+                from None
         raise BaseRunError(f"{key}.base: {exc}") from None
     if "config" not in record:
         raise BaseRunError(f"{key}.base={base}: run.json has no config; it is not a training run")
