@@ -2,7 +2,7 @@
 
 # Parameters
 #SBATCH --array=0-1%2
-#SBATCH --job-name=train
+#SBATCH --job-name=pretrain
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=1
 #SBATCH --open-mode=append
