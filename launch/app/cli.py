@@ -26,6 +26,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "data": ("asymptote.launch.app.data_cli", "data tools: `data cluster` splits a corpus into k domains"),
     "analyze-split": ("asymptote.analysis.cli_split",
                       "fit L(N, D, D') to job=split runs: optimal split, break-even, plots"),
+    "export": ("asymptote.launch.app.export",
+               "write runs (any TP/PP checkpoint) as Hugging Face transformers folders"),
+    "import-hf": ("asymptote.launch.app.import_hf",
+                  "a Hugging Face Llama/Mistral/Qwen2 folder as a run folder (a base for cpt...)"),
 }
 
 
