@@ -304,3 +304,10 @@ def test_cpt_from_an_imported_model_starts_at_transformers_loss(folders, data_ca
             count += t[:, 1:].numel()
     assert record["start"]["val_loss"] == pytest.approx(total / count, rel=TOL)
     assert record["final"]["val_loss"] < record["start"]["val_loss"]  # and it trains
+    # the same continuation under TP=2 x PP=2 (tied embeddings across pipeline stages)
+    run_train(data_cache, *common, f"out={tmp_path / 'cpt22'}", "cpt.replay.corpus=[shipped]",
+              "cpt.replay_fraction=0.25", "parallel.tp=2", "parallel.pp=2")
+    other = json.loads((only_run(tmp_path / "cpt22") / "run.json").read_text())
+    assert other["layout"] == {"tp": 2, "pp": 2, "dp": 1}
+    for key in ("start", "final"):
+        assert other[key]["val_loss"] == pytest.approx(record[key]["val_loss"], rel=TOL)
