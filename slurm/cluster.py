@@ -1,9 +1,11 @@
-"""The local single-node SLURM test cluster: ``asymptote cluster up|down|status|env``.
+"""The local SLURM test cluster: ``asymptote cluster up|down|status|env``.
 
 A thin Python face on the shell scripts in ``slurm/cluster/`` (``up.sh``, ``down.sh`` and
 their config templates), which start slurmctld, slurmd, slurmdbd and a private MariaDB on a
 Debian machine as root, with every file under one state folder (default
-``/tmp/asymptote-slurm``, or ``$ASYMPTOTE_SLURM_STATE_DIR``). See ``docs/slurm-cluster.md``.
+``/tmp/asymptote-slurm``, or ``$ASYMPTOTE_SLURM_STATE_DIR``). With ``--nodes N`` (N > 1) each
+of N nodes is its own network + UTS namespace with its own address and hostname, running its
+own slurmd. See ``docs/slurm-cluster.md``.
 
 Tests use :func:`cluster_up`, :func:`cluster_down` and :func:`is_up`; clients of the cluster
 only need ``SLURM_CONF`` (:meth:`ClusterInfo.env`). This module imports nothing heavy.
@@ -24,6 +26,7 @@ from pathlib import Path
 SCRIPTS_DIR = Path(__file__).resolve().parent / "cluster"
 DEFAULT_STATE_DIR = Path("/tmp/asymptote-slurm")
 DAEMONS = ("mariadbd", "slurmdbd", "slurmctld", "slurmd")
+DEFAULT_SUBNET = "10.77.0.0/24"
 
 
 class ClusterError(RuntimeError):
@@ -48,6 +51,12 @@ class ClusterInfo:
     partition: str
     #: True when the call that returned this object started the cluster (it was not up).
     started: bool = False
+    #: Number of nodes; 1 is the plain cluster on 127.0.0.1.
+    nodes: int = 1
+    #: Node names (``node1`` ... on a multi-node cluster; the machine's short hostname on one).
+    node_names: tuple[str, ...] = ()
+    #: The /24 of a multi-node cluster (controller .1, nodes .2 ...); None on one node.
+    subnet: str | None = None
 
     def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """Environment for a SLURM client process: ``base`` (default ``os.environ``) plus
@@ -71,6 +80,8 @@ def _read_params(state_dir: Path) -> dict[str, str] | None:
         line = line.strip()
         if line and not line.startswith("#") and "=" in line:
             key, _, value = line.partition("=")
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+                value = value[1:-1]
             params[key] = value
     return params
 
@@ -81,24 +92,42 @@ def cluster_info(state_dir: Path | str | None = None, started: bool = False) -> 
     p = _read_params(state_dir)
     if p is None:
         return None
+    nodes = int(p.get("NODES", "1"))
     return ClusterInfo(
         state_dir=Path(p["STATE_DIR"]), slurm_conf=Path(p["SLURM_CONF"]),
         max_array_size=int(p["MAX_ARRAY_SIZE"]), cpus=int(p["CPUS"]),
         port_base=int(p["PORT_BASE"]), node=p["NODE"], partition=p["PARTITION"],
-        started=started,
+        started=started, nodes=nodes,
+        node_names=tuple(p.get("NODE_NAMES", p["NODE"]).split()),
+        subnet=p.get("SUBNET") if nodes > 1 else None,
     )
+
+
+def slurmd_names(state_dir: Path | str | None = None) -> list[str]:
+    """The slurmd entries of :func:`daemon_pids`: ``slurmd`` on a single-node cluster,
+    ``slurmd:node1``, ``slurmd:node2`` ... on a multi-node one (as the scripts name them)."""
+    info = cluster_info(state_dir)
+    if info is None or info.nodes <= 1:
+        return ["slurmd"]
+    return [f"slurmd:{n}" for n in info.node_names]
 
 
 def daemon_pids(state_dir: Path | str | None = None) -> dict[str, int | None]:
     """PID of each daemon from its pid file, or ``None`` when that process is not alive.
 
-    Like the scripts, a PID counts only if ``/proc/<pid>/comm`` names the daemon, because a
-    stale pid file's number may belong to an unrelated process by now.
+    Keys: ``mariadbd``, ``slurmdbd``, ``slurmctld`` and :func:`slurmd_names` (one slurmd per
+    node). Like the scripts, a PID counts only if ``/proc/<pid>/comm`` names the daemon,
+    because a stale pid file's number may belong to an unrelated process by now.
     """
-    run = (Path(state_dir) if state_dir else default_state_dir()).resolve() / "run"
+    state = (Path(state_dir) if state_dir else default_state_dir()).resolve()
+    run = state / "run"
     out: dict[str, int | None] = {}
-    for name in DAEMONS:
-        pidfile = run / ("mysqld.pid" if name == "mariadbd" else f"{name}.pid")
+    for key in (*DAEMONS[:-1], *slurmd_names(state)):
+        name, _, node = key.partition(":")
+        if name == "mariadbd":
+            pidfile = run / "mysqld.pid"
+        else:
+            pidfile = run / (f"{name}-{node}.pid" if node else f"{name}.pid")
         pid = None
         try:
             candidate = int(pidfile.read_text().strip())
@@ -109,12 +138,13 @@ def daemon_pids(state_dir: Path | str | None = None) -> dict[str, int | None]:
                 pid = candidate
         except (OSError, ValueError, IndexError):
             pass
-        out[name] = pid
+        out[key] = pid
     return out
 
 
 def is_up(state_dir: Path | str | None = None) -> bool:
-    """True when all four daemons of the cluster in ``state_dir`` run and slurmctld answers."""
+    """True when every daemon of the cluster in ``state_dir`` (MariaDB, slurmdbd, slurmctld and
+    each node's slurmd) runs and slurmctld answers."""
     info = cluster_info(state_dir)
     if info is None or not all(daemon_pids(info.state_dir).values()):
         return False
@@ -146,18 +176,27 @@ def cluster_up(
     port_base: int | None = None,
     echo: bool = False,
     timeout: float = 900,
+    nodes: int | None = None,
+    subnet: str | None = None,
 ) -> ClusterInfo:
     """Bring the cluster up (installing Debian packages if needed) and describe it.
 
     Options left at ``None`` keep the values recorded in the state folder by an earlier start
     (running or stopped), else take the scripts' defaults (MaxArraySize 4, 8 CPUs, ports from
-    16817). Asking a running cluster for other
-    values raises :class:`ClusterError` (bring it down first). ``started`` on the result tells
-    whether this call started it, so a test fixture stops only what it started.
+    16817, 1 node, subnet 10.77.0.0/24 for several nodes). Asking a running cluster for other
+    values raises :class:`ClusterError` (bring it down first), as does ``nodes < 1``, before
+    anything is started. ``started`` on the result tells whether this call started it, so a
+    test fixture stops only what it started.
     """
+    if nodes is not None and (isinstance(nodes, bool) or int(nodes) != nodes or nodes < 1):
+        raise ClusterError(f"--nodes must be a positive integer (got {nodes!r}); nothing started")
     state = Path(state_dir) if state_dir else default_state_dir()
     was_up = is_up(state)
     args = ["--state-dir", str(state)]
+    if nodes is not None:
+        args += ["--nodes", str(int(nodes))]
+    if subnet is not None:
+        args += ["--subnet", str(subnet)]
     if max_array_size is not None:
         args += ["--max-array-size", str(int(max_array_size))]
     if cpus is not None:
@@ -186,6 +225,16 @@ def cluster_down(
 # ---------------------------------------------------------------------------------------------
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Subcommands ``up``, ``down``, ``status`` and ``env`` of ``asymptote cluster``."""
     sub = parser.add_subparsers(dest="cluster_command", metavar="ACTION", required=True)
@@ -203,8 +252,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="CPUs the node advertises, whatever the machine has (default: last "
                          "value, else 8)")
     up.add_argument("--port-base", type=int, default=None,
-                    help="first of the 4 TCP ports used on 127.0.0.1 (default: last value, "
-                         "else 16817)")
+                    help="first of the 4 TCP ports (slurmctld, slurmd, slurmdbd, MariaDB) "
+                         "(default: last value, else 16817)")
+    up.add_argument("--nodes", type=_positive_int, default=None,
+                    help="number of nodes (default: last value, else 1). 1: one slurmd on "
+                         "127.0.0.1; N > 1: node1..nodeN, each its own network namespace, "
+                         "address and hostname, on a bridge made by the script")
+    up.add_argument("--subnet", default=None,
+                    help="IPv4 /24 of a multi-node cluster: bridge/controller .1, nodes .2 "
+                         f"... (default: last value, else {DEFAULT_SUBNET})")
     state_arg(up)
     down = sub.add_parser("down", help="cancel all jobs and stop the cluster")
     down.add_argument("--purge", action="store_true",
@@ -225,16 +281,22 @@ def _status(state_dir: Path | None) -> int:
     pids = daemon_pids(info.state_dir)
     up = is_up(info.state_dir)
     print(f"{'up' if up else 'down'}: state {info.state_dir}, SLURM_CONF={info.slurm_conf}")
-    print(f"  node {info.node}, {info.cpus} CPUs, partition {info.partition}, "
-          f"MaxArraySize={info.max_array_size}, ports {info.port_base}-{info.port_base + 3}")
+    if info.nodes > 1:
+        print(f"  {info.nodes} nodes {' '.join(info.node_names)} on {info.subnet}, "
+              f"{info.cpus} CPUs each, partition {info.partition}, "
+              f"MaxArraySize={info.max_array_size}, ports {info.port_base}-{info.port_base + 3}")
+    else:
+        print(f"  node {info.node}, {info.cpus} CPUs, partition {info.partition}, "
+              f"MaxArraySize={info.max_array_size}, ports {info.port_base}-{info.port_base + 3}")
     for name, pid in pids.items():
-        print(f"  {name:10s} {'pid ' + str(pid) if pid else 'not running'}")
+        print(f"  {name:13s} {'pid ' + str(pid) if pid else 'not running'}")
     if up:
         sinfo = subprocess.run(["sinfo", "-N", "-h", "-o", "%N %T %c"], env=info.env(),
                                capture_output=True, text=True)
         squeue = subprocess.run(["squeue", "-h", "-o", "%A"], env=info.env(),
                                 capture_output=True, text=True)
-        print(f"  sinfo: {sinfo.stdout.strip()}; jobs in queue: {len(squeue.stdout.split())}")
+        print(f"  sinfo: {'; '.join(sinfo.stdout.strip().splitlines())}; "
+              f"jobs in queue: {len(squeue.stdout.split())}")
     return 0 if up else 1
 
 
@@ -243,7 +305,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.cluster_command == "up":
             cluster_up(args.state_dir, args.max_array_size, args.cpus, args.port_base,
-                       echo=True)
+                       echo=True, nodes=args.nodes, subnet=args.subnet)
             return 0
         if args.cluster_command == "down":
             cluster_down(args.state_dir, purge=args.purge, echo=True)

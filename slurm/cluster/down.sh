@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Stop asymptote's single-node SLURM test cluster started by up.sh.
+# Stop asymptote's SLURM test cluster started by up.sh.
 #
 #   down.sh [--state-dir DIR] [--purge]
 #
-# Cancels every job (so no slurmstepd outlives the cluster), then stops slurmd, slurmctld,
-# slurmdbd and MariaDB in that order and waits until each process is gone. The state folder is
-# kept (a later up.sh restarts in ~2 s with its accounting history) unless --purge is given.
-# Stopping a cluster that is not running is not an error.
+# Cancels every job (so no slurmstepd outlives the cluster), then stops the slurmd(s),
+# slurmctld, slurmdbd and MariaDB in that order and waits until each process is gone. A
+# multi-node cluster's network (namespaces, veths, bridge, /etc/netns/<ns>) is removed too.
+# The state folder is kept (a later up.sh restarts in ~2 s with its accounting history)
+# unless --purge is given. Stopping a cluster that is not running is not an error.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -22,18 +23,25 @@ done
 [ "$(id -u)" -eq 0 ] || die "must run as root"
 set_paths
 T0=$(date +%s%N)
+# Node count and port base the cluster was started with (a state folder without cluster.env
+# never started one: only its defaults apply).
+load_params || true
+set_net
 
 # slurmdbd and MariaDB delete their pid files before they have exited, so every PID is read
 # now, before anything is asked to stop, and the processes themselves are waited on.
 declare -A PIDS=()
-for d in slurmd slurmctld slurmdbd mariadbd; do
+SLURMDS="$(slurmd_names)"
+for d in $SLURMDS slurmctld slurmdbd mariadbd; do
     if pid="$(pid_of "$d")"; then PIDS[$d]=$pid; fi
 done
+any_slurmd=""
+for d in $SLURMDS; do [ -z "${PIDS[$d]:-}" ] || any_slurmd=1; done
 
 if [ ${#PIDS[@]} -eq 0 ]; then
     log "not running (state folder $STATE_DIR)"
 else
-    if [ -n "${PIDS[slurmctld]:-}" ] && [ -n "${PIDS[slurmd]:-}" ]; then
+    if [ -n "${PIDS[slurmctld]:-}" ] && [ -n "$any_slurmd" ]; then
         jobs="$(squeue -h -o %A 2>/dev/null | sort -u | tr '\n' ' ')"
         if [ -n "${jobs// /}" ]; then
             log "cancelling jobs: $jobs"
@@ -54,7 +62,7 @@ else
         fi
     fi
     gone() { [ ! -d "/proc/$1" ] || [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = Z ]; }
-    for d in slurmd slurmctld slurmdbd mariadbd; do
+    for d in $SLURMDS slurmctld slurmdbd mariadbd; do
         pid="${PIDS[$d]:-}"
         [ -n "$pid" ] || continue
         kill -TERM "$pid" 2>/dev/null || true
@@ -65,6 +73,11 @@ else
         fi
     done
     log "stopped in $(elapsed) s (${!PIDS[*]})"
+fi
+
+if net_exists; then
+    net_down
+    log "removed the network of $NET_TAG (namespaces, veths, bridge $BRIDGE) ($(elapsed) s)"
 fi
 
 if [ -n "$purge" ] && [ -d "$STATE_DIR" ]; then
