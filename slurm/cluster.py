@@ -220,6 +220,38 @@ def cluster_down(
                 echo, timeout)
 
 
+def node_namespace(info: ClusterInfo, node: str) -> str:
+    """The network namespace up.sh made for ``node`` of a multi-node cluster."""
+    if info.nodes <= 1 or node not in info.node_names:
+        raise ClusterError(f"{node!r} is not a node of the multi-node cluster in {info.state_dir} "
+                           f"(nodes: {' '.join(info.node_names)})")
+    return f"asy{info.port_base}-{node}"
+
+
+def fail_node(node: str, state_dir: Path | str | None = None) -> list[int]:
+    """Simulate the loss of one node of a multi-node cluster: SIGKILL every process inside its
+    namespace (its slurmd, the job steps' slurmstepd and the ranks), as if the machine died.
+
+    slurmctld marks the node DOWN after ``SlurmdTimeout`` (30 s on a multi-node cluster) and
+    ends its jobs with NODE_FAIL (requeued, as JobRequeue=1); :func:`cluster_up` brings the
+    node back (ReturnToService=2). Returns the PIDs killed.
+    """
+    info = cluster_info(state_dir)
+    if info is None:
+        raise ClusterError(f"no cluster configured in {state_dir or default_state_dir()}")
+    ns = node_namespace(info, node)
+    out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise ClusterError(f"ip netns pids {ns} failed: {out.stderr.strip()}")
+    pids = [int(p) for p in out.stdout.split()]
+    for pid in pids:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    return pids
+
+
 # ---------------------------------------------------------------------------------------------
 # `asymptote cluster ...`
 # ---------------------------------------------------------------------------------------------

@@ -153,6 +153,9 @@ if [ "$NODES" -eq 1 ]; then
 else
     {
         echo "# One slurmd per node, each inside its own network namespace (see up.sh)."
+        echo "# A node whose slurmd stops answering is DOWN after 30 s (default 300 s), so a"
+        echo "# simulated node loss ends the job (NODE_FAIL, requeued) quickly."
+        echo "SlurmdTimeout=30"
         for n in $NODE_NAMES; do
             echo "NodeName=$n NodeHostname=$n NodeAddr=$(node_addr "$n") CPUs=$CPUS RealMemory=$MEMORY_MB State=UNKNOWN"
         done

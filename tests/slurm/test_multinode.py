@@ -6,7 +6,10 @@ its own slurmd (`asymptote cluster up --nodes 2`, docs/slurm-cluster.md).
 - a TP2 x DP2 run over 2 nodes x 2 tasks likewise;
 - a 2-node job preempted with `scancel --signal=USR2`: both nodes' ranks checkpoint together,
   the job is requeued (again on 2 nodes) and ends with the losses of an uninterrupted run and
-  no TensorBoard step twice.
+  no TensorBoard step twice;
+- a node lost mid-run (every process in its namespace killed, slurmd included): the job ends
+  NODE_FAIL, SLURM requeues it, it waits for the node, and once the node is back it resumes
+  from the last periodic checkpoint with the same losses.
 
 The module's own cluster lives in its own state folder, ports and subnet, so it runs beside the
 single-node cluster of the other tests (the session fixture `slurm_cluster`) without touching
@@ -25,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from asymptote.slurm.cluster import (ClusterInfo, cluster_down, cluster_info, cluster_up,
-                                     is_up)
+                                     fail_node, is_up)
 from asymptote.slurm.env import expand_hostlist
 from conftest import only_run, run_train, tb_scalars
 
@@ -41,6 +44,8 @@ TINY = ["model=tiny", "parallel.tp=2", "train.global_batch=8", "train.micro_batc
         "train.eval_every=0"]
 ON_TWO_NODES = ["hydra/launcher=slurm", "hydra.launcher.nodes=2", "hydra.launcher.timeout_min=5"]
 SEED_TOKENS = "data.seed_tokens=16384"  # 16 steps
+LONG = [*TINY, "data.seed_tokens=65536", "train.ckpt_every=4"]  # 64 steps, checkpoint every 4
+DETACHED = ["hydra.launcher.signal_delay_s=30", "hydra.launcher.detach=true"]
 _BINARIES = ("slurmctld", "slurmd", "slurmdbd", "sbatch", "sacct", "mariadbd", "ip",
              "nsenter", "unshare")
 
@@ -94,6 +99,36 @@ def local_reference(data_cache, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("local-tp2")
     run_train(data_cache, f"out={out}", *TINY, SEED_TOKENS)
     return only_run(out)
+
+
+@pytest.fixture(scope="module")
+def local_reference_64(data_cache, tmp_path_factory) -> Path:
+    """The 64-step run (checkpoint every 4) uninterrupted on this host alone."""
+    out = tmp_path_factory.mktemp("local-tp2-64")
+    run_train(data_cache, f"out={out}", *LONG)
+    return only_run(out)
+
+
+class Watch:
+    """The one run of a detached sweep in `out`: its run.json and its `asymptote status`
+    state, remembering every state seen."""
+
+    def __init__(self, out: Path):
+        self.out, self.seen = out, []
+
+    def run_json(self) -> dict:
+        runs = [p for p in self.out.glob("*/run.json")]
+        return json.loads(runs[0].read_text()) if runs else {}
+
+    def state(self) -> str:
+        from asymptote.launch.app.status import sweep_status
+
+        rows, notes = sweep_status(self.out)
+        assert not notes, notes
+        s = rows[0].state
+        if not self.seen or self.seen[-1] != s:
+            self.seen.append(s)
+        return s
 
 
 def sweep_record(out: Path) -> dict:
@@ -181,27 +216,14 @@ def test_tp2_dp2_over_two_nodes_by_two_tasks_matches_one_host(multinode_env, dat
 
 
 def test_usr2_on_a_two_node_job_checkpoints_requeues_and_resumes_exactly(
-        multinode_env, data_cache, tmp_path):
-    from asymptote.launch.app.status import sweep_status
-
-    cfg = [*TINY, "data.seed_tokens=65536", "train.ckpt_every=4"]  # 64 steps
-    slurm_out, local_out = tmp_path / "slurm", tmp_path / "local"
-    run_train(data_cache, "-m", f"out={slurm_out}", *cfg, *ON_TWO_NODES,
-              "hydra.launcher.signal_delay_s=30", "hydra.launcher.detach=true")
+        multinode_env, data_cache, tmp_path, local_reference_64):
+    slurm_out = tmp_path / "slurm"
+    run_train(data_cache, "-m", f"out={slurm_out}", *LONG, *ON_TWO_NODES, *DETACHED)
     job = sweep_record(slurm_out)["points"][0]["job_id"]
-    run_json = lambda: json.loads((only_run(slurm_out) / "run.json").read_text())  # noqa: E731
-    seen = []
+    watch = Watch(slurm_out)
+    run_json, state, seen = watch.run_json, watch.state, watch.seen
 
-    def state():
-        rows, notes = sweep_status(slurm_out)
-        assert not notes, notes
-        s = rows[0].state
-        if not seen or seen[-1] != s:
-            seen.append(s)
-        return s
-
-    wait_until(lambda: any(slurm_out.glob("*/run.json")) and run_json().get("step", 0) >= 8,
-               300, "step 8")
+    wait_until(lambda: run_json().get("step", 0) >= 8, 300, "step 8")
     subprocess.run(["scancel", "--signal=USR2", job], env=multinode_env.env(), check=True)
     wait_until(lambda: state() == "REQUEUED", 90, "REQUEUED after USR2")
     wait_until(lambda: run_json().get("restarts") == 1 and run_json()["status"] == "running",
@@ -224,7 +246,43 @@ def test_usr2_on_a_two_node_job_checkpoints_requeues_and_resumes_exactly(
     assert len(attempts) >= 2 and {a[1] for a in attempts} == {"2"}, attempts
     assert attempts[0][2].split()[0] == "REQUEUED", attempts
 
-    run_train(data_cache, f"out={local_out}", *cfg)  # uninterrupted, on one host
     got = tb_scalars(only_run(slurm_out), "train/loss")
     assert [s for s, _ in got] == list(range(1, 65)), "a TensorBoard step is missing or twice"
-    assert_same_losses(got, tb_scalars(only_run(local_out), "train/loss"), 1e-6)
+    assert_same_losses(got, tb_scalars(local_reference_64, "train/loss"), 1e-6)
+
+
+def test_node_lost_mid_run_is_requeued_and_resumes_from_the_last_checkpoint(
+        multinode_env, data_cache, tmp_path, local_reference_64):
+    info = multinode_env
+    slurm_out = tmp_path / "slurm"
+    run_train(data_cache, "-m", f"out={slurm_out}", *LONG, *ON_TWO_NODES, *DETACHED)
+    job = sweep_record(slurm_out)["points"][0]["job_id"]
+    watch = Watch(slurm_out)
+    lost = info.node_names[-1]
+    try:
+        wait_until(lambda: watch.run_json().get("step", 0) >= 10, 300, "step 10")
+        killed = fail_node(lost, info.state_dir)
+        assert killed, f"no process in {lost}'s namespace"
+        # slurmctld notices after SlurmdTimeout (30 s): node DOWN, job NODE_FAIL and requeued.
+        node_state = lambda: subprocess.run(  # noqa: E731
+            ["sinfo", "-h", "-n", lost, "-o", "%T"], env=info.env(), capture_output=True,
+            text=True, timeout=60).stdout.strip()
+        wait_until(lambda: node_state().startswith("down"), 120, f"{lost} DOWN", poll=1)
+        wait_until(lambda: (r := sacct(info, job, "-D", "-X", "-o", "JobID,State"))
+                   and r[0][1].split()[0] == "NODE_FAIL" and r, 120, "NODE_FAIL in sacct")
+        assert watch.state() != "DONE"
+    finally:
+        cluster_up(info.state_dir)  # the node comes back (its slurmd restarted)
+    wait_until(lambda: watch.state() == "DONE", 300, "DONE after the node came back")
+    record = watch.run_json()
+    assert record["status"] == "done" and record["restarts"] == 1, record
+    # Resumed from a periodic checkpoint (every 4 steps), not from the start.
+    assert record["resumed_from"] >= 4 and record["resumed_from"] % 4 == 0, record
+    attempts = wait_until(
+        lambda: (r := sacct(info, job, "-D", "-X", "-o", "JobID,NNodes,State"))
+        and r[-1][2].split()[0] == "COMPLETED" and r, 120, "the final attempt in sacct")
+    assert [a[2].split()[0] for a in attempts] == ["NODE_FAIL", "COMPLETED"], attempts
+    assert {a[1] for a in attempts} == {"2"}, attempts
+    got = tb_scalars(only_run(slurm_out), "train/loss")
+    assert [s for s, _ in got] == list(range(1, 65)), "a TensorBoard step is missing or twice"
+    assert_same_losses(got, tb_scalars(local_reference_64, "train/loss"), 1e-6)
