@@ -164,9 +164,11 @@ def filter_reason(text: str, c: CurateConfig) -> int:
         if size in top_n:
             run_starts = np.flatnonzero(np.concatenate(([True], ~repeat, [True])))
             runs = np.diff(run_starts)
-            best = int(runs.argmax())
-            first = int(order[run_starts[best]])
-            if runs[best] * (cum[first + size] - cum[first]) / word_chars > top_n[size]:
+            top = runs.max()
+            # Of the most frequent n-grams, the one covering most characters (so the verdict
+            # does not depend on which of tied n-grams the hash order puts first).
+            firsts = order[run_starts[:-1][runs == top]]
+            if top * (cum[firsts + size] - cum[firsts]).max() / word_chars > top_n[size]:
                 return 9
         if size in dup_n:
             starts = order[1:][repeat]
@@ -321,6 +323,7 @@ class CurationPlan:
     config: dict
     seconds: dict = field(default_factory=dict)
     validation: dict = field(default_factory=dict)  # filled by prepare.plan_split
+    duplicate_of: np.ndarray | None = None  # int64: the kept document a duplicate matched (-1)
 
     @property
     def keep(self) -> np.ndarray:
@@ -348,6 +351,7 @@ def deduplicate(scan: Scan, c: CurateConfig) -> CurationPlan:
     start = time.perf_counter()
     reason = scan.reason.copy()
     clustered = np.zeros(len(reason), dtype=bool)
+    duplicate_of = np.full(len(reason), -1, dtype=np.int64)
     first: dict[bytes, int] = {}
     lsh = None
     if c.near_dedup:
@@ -367,6 +371,7 @@ def deduplicate(scan: Scan, c: CurateConfig) -> CurationPlan:
             if j != i:
                 reason[i] = EXACT
                 clustered[j] = True
+                duplicate_of[i] = j
                 continue
         if lsh is not None:
             sig = scan.signature[i]
@@ -375,16 +380,18 @@ def deduplicate(scan: Scan, c: CurateConfig) -> CurationPlan:
             if candidates:
                 cand = np.fromiter(candidates, dtype=np.int64, count=len(candidates))
                 agree = (scan.signature[cand] == sig).sum(axis=1)
-                similar = cand[agree >= need]
-                if len(similar):
+                similar = agree >= need
+                if similar.any():
                     reason[i] = NEAR
-                    clustered[similar] = True
+                    clustered[cand[similar]] = True
+                    duplicate_of[i] = cand[int(agree.argmax())]
                     continue
             lsh.insert(i, sketch, check_duplication=False)
     seconds = {"scan": round(scan.seconds, 3), "deduplicate": round(time.perf_counter() - start, 3)}
     if lsh is not None:
         seconds["lsh_bands"], seconds["lsh_rows"] = int(lsh.b), int(lsh.r)
-    return CurationPlan(reason, clustered, config_identity(c) or {}, seconds)
+    return CurationPlan(reason, clustered, config_identity(c) or {}, seconds,
+                        duplicate_of=duplicate_of)
 
 
 def curate(cfg: DataConfig, progress: bool = True) -> CurationPlan:
@@ -418,9 +425,10 @@ def format_report(report: dict, seconds: dict | None = None) -> str:
                  f"{report['kept_with_duplicates']})")
     v = report.get("validation") or {}
     if v:
-        lines.append(f"[asymptote]   validation: {v.get('documents', 0)} clean documents; of those "
-                     f"the split picked, {v.get('removed', 0)} were removed and "
-                     f"{v.get('kept_in_training', 0)} stayed in training (duplicated there)")
+        lines.append(f"[asymptote]   validation: {v.get('documents', 0)} clean documents (of the "
+                     f"split's picks, {v.get('removed', 0)} were removed by curation and "
+                     f"{v.get('kept_in_training', 0)} stayed in training as the copy of a "
+                     "duplicated document)")
     if seconds:
         lines.append("[asymptote]   seconds: " + ", ".join(f"{k} {v}" for k, v in seconds.items()))
     return "\n".join(lines)

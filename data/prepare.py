@@ -140,6 +140,8 @@ def plan_split(cfg: DataConfig, root: Path, val_tokens_per_domain: int,
     sample: list[str] = []
     sample_chars = 0
     removed = kept_in_training = 0
+    if curation is not None:
+        keep, clustered = curation.keep, curation.clustered
     for i, doc in enumerate(tqdm(iter_documents(cfg), desc="reading corpus", unit="doc",
                                  disable=not progress)):
         n = seen.get(doc.domain, 0)
@@ -149,11 +151,14 @@ def plan_split(cfg: DataConfig, root: Path, val_tokens_per_domain: int,
             doc.text, n, cfg.split_seed
         )
         if curation is not None:
-            if not curation.keep[i]:
+            if i >= len(keep):
+                raise ValueError(f"the corpus has more documents than the {len(keep)} curation "
+                                 "scanned; did it change while being prepared?")
+            if not keep[i]:
                 removed += val
                 is_val.append(False)
                 continue
-            if val and curation.clustered[i]:
+            if val and clustered[i]:
                 kept_in_training += 1
                 val = False
         is_val.append(val)

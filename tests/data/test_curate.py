@@ -222,6 +222,7 @@ def test_exact_and_near_duplicate_detection_on_texts():
     assert [REASONS[r] for r in plan.reason[-3:]] == ["exact_duplicate", "near_duplicate", "kept"]
     assert (plan.reason[:50] == 0).all()
     assert np.flatnonzero(plan.clustered).tolist() == [1, 2]
+    assert plan.duplicate_of[-3:].tolist() == [1, 2, -1]  # the kept copy each one matched
 
 
 def test_curation_off_changes_neither_the_cache_key_nor_the_data(tmp_path):
@@ -299,3 +300,24 @@ def test_curation_that_removes_every_document_says_which_rule(tmp_path):
                      curate=CurateConfig(enabled=True))
     with pytest.raises(CurationError, match="removed all 5 documents \\(min_words 5\\)"):
         prepare(cfg, 100, progress=False)
+
+
+def test_filter_verdicts_do_not_depend_on_the_hash_seed():
+    """Tied most-frequent n-grams of different lengths: the verdict is the same whichever the
+    (per-process, seeded) string hash puts first; shards in other processes must agree."""
+    import os
+    import subprocess
+    import sys
+
+    rng = random.Random(9)
+    vocab = _vocabulary(rng)
+    filler = [rng.choice(vocab) for _ in range(70)]
+    text = " ".join(filler + ["ab", "cd"] * 6 + ["extraordinarily", "lengthy"] * 6)
+    code = ("import json, sys; from asymptote.data.config import CurateConfig; "
+            "from asymptote.data.curate import filter_reason; "
+            "print(filter_reason(json.loads(sys.stdin.read()), CurateConfig(enabled=True)))")
+    verdicts = {subprocess.run([sys.executable, "-c", code], input=json.dumps(text), text=True,
+                               capture_output=True, check=True,
+                               env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip()
+                for seed in ("1", "2", "3", "4")}
+    assert verdicts == {str(REASONS.index("top_ngram"))}
