@@ -48,6 +48,16 @@ class TensorBoard(Callback):
         if not resumed:
             write_config_text(self.writer, trainer.cfg_dict)
             write_hparams(self.writer, hparams_of(trainer.cfg_dict, trainer.run.read()), {})
+        # Damaged checkpoints the resume skipped (Trainer.resume): text tag `checkpoint/warning`
+        # (add_text would name it `checkpoint/warning/text_summary`) at the resumed step.
+        for warning in getattr(trainer, "checkpoint_warnings", ()):
+            from torch.utils.tensorboard.summary import text
+
+            from .hparams import _file_writer
+
+            summary = text("checkpoint/warning", warning["message"])
+            summary.value[0].tag = "checkpoint/warning"
+            _file_writer(self.writer).add_summary(summary, trainer.step)
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         """One scalar, if this rank logs."""

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import math
 import os
+import secrets
 import signal
+import sys
+import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Callable
@@ -99,6 +102,8 @@ class Trainer:
         self.lock = RunLock(self.run.root)
         self.watch = None
         self.step = 0
+        self.checkpoint_warnings: list[dict] = []  # damaged checkpoints skipped by resume()
+        self.attempt = _attempt_id(self.info)  # one failures entry per start, shared by ranks
 
     # ----------------------------------------------------------------- set-up
     def admit(self) -> None:
@@ -176,10 +181,20 @@ class Trainer:
         self.parts.loss.setup(self)
 
     def resume(self) -> bool:
-        """Load the latest checkpoint of this run folder, if any. Returns whether it did."""
-        last = checkpoint.latest_step(self.run.checkpoints)
-        if last is None:
+        """Load the newest intact checkpoint of this run folder, if any. Returns whether it did.
+
+        Every rank takes part in checking it against the checksums it was saved with, and all
+        load the same step (models/checkpoint.py: choose_resume). A damaged newer checkpoint is
+        skipped with a warning: in the log, run.json `checkpoint_warnings` and TensorBoard text
+        `checkpoint/warning` (written by the TensorBoard callback once it opens). When every
+        checkpoint is damaged, CheckpointDamaged names the damaged files."""
+        found = checkpoint.choose_resume(self.run.checkpoints)
+        self.checkpoint_warnings = found.warnings()
+        if found.step is None:
             return False
+        if self.info.is_logger:
+            self._report_checkpoint(found)
+        last = found.step
         extra = checkpoint.load(self.run.checkpoints, last, self.model, self.optimizer)
         self.scheduler.load_state_dict(extra["scheduler"])
         self.step = int(extra["step"])
@@ -187,6 +202,22 @@ class Trainer:
         # another layout they cannot be matched, so they are re-seeded from (seed, step).
         checkpoint.restore_rng_state(extra.get("rng"), seed=self.cfg.seed.train + self.step)
         return True
+
+    def _report_checkpoint(self, found) -> None:
+        """Log what the resume found (logger rank): warnings for skipped damaged checkpoints
+        (also appended to run.json `checkpoint_warnings`), or a note on an unverified one."""
+        for warning in self.checkpoint_warnings:
+            print(f"[asymptote] WARNING: {warning['message']}", file=sys.stderr, flush=True)
+        if self.checkpoint_warnings:
+            earlier = self.run.read().get("checkpoint_warnings", [])
+            self.run.update(checkpoint_warnings=earlier + self.checkpoint_warnings)
+        v = found.verdict
+        if not v.checked:
+            print(f"[asymptote] note: checkpoint step {v.step} was written before checkpoints "
+                  "carried checksums; loading it unverified", flush=True)
+        else:
+            print(f"[asymptote] checkpoint step {v.step} verified ({v.files} files, "
+                  f"{v.bytes / 2**20:.1f} MiB, {v.seconds:.1f} s)", flush=True)
 
     # ----------------------------------------------------------------- steps
     def _fb(self, batches: list[dict], forward_only: bool, forward_step=None):
@@ -425,7 +456,7 @@ def run_training(cfg: RunConfig, parts: Parts | None = None) -> dict:
             if trainer.watch.hand_over():  # submitit requeues from rank 0 (and exits there)
                 return {}
         except Exception as exc:  # e.g. submitit: timed out too many times, not requeued
-            trainer.record(status="failed", error=f"{type(exc).__name__}: {exc}")
+            _record_failure(trainer, exc)
             raise
         trainer.record(status="stopped")
         raise
@@ -433,11 +464,7 @@ def run_training(cfg: RunConfig, parts: Parts | None = None) -> dict:
         raise  # the folder belongs to the other job: leave its run.json alone
     except BaseException as exc:
         if trainer is not None and not isinstance(exc, KeyboardInterrupt):
-            fields = dict(status="failed", error=f"{type(exc).__name__}: {exc}",
-                          traceback=traceback.format_exc())
-            if getattr(trainer, "started", False):  # else run.json keeps the progress it had
-                fields["step"] = trainer.step
-            trainer.run.update(**fields)
+            _record_failure(trainer, exc)
             trainer.tensorboard.on_failure(trainer)
         raise
     finally:
@@ -447,3 +474,46 @@ def run_training(cfg: RunConfig, parts: Parts | None = None) -> dict:
             trainer.tensorboard.close()
             trainer.lock.release()
         parallel.shutdown()
+
+
+def _attempt_id(info) -> str:
+    """An id of this start of the run, the same on every rank (rank 0's, broadcast)."""
+    token = torch.tensor([secrets.randbits(52) if info.rank == 0 else 0], dtype=torch.int64,
+                         device=info.device)
+    if info.world > 1:
+        dist.broadcast(token, src=0)
+    return f"{int(token.item()):013x}"
+
+
+def _record_failure(trainer: Trainer, exc: BaseException) -> None:
+    """Record a failure in run.json without erasing the progress recorded: status `failed`, the
+    error and traceback, `step` only once the trainer started (else the last step recorded stays),
+    and one entry of the `failures` history per failed start ({time, step, error, restarts,
+    attempt, ranks}). Every failing rank reports (the logger may be killed first); under a lock,
+    the first sets the error and the entry, later ones only add their rank to it."""
+    import fcntl
+
+    error = f"{type(exc).__name__}: {exc}"
+    trainer.run.root.mkdir(parents=True, exist_ok=True)
+    with open(trainer.run.root / ".record.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            record = trainer.run.read()
+            failures = list(record.get("failures", []))
+            mine = next((f for f in failures if f.get("attempt") == trainer.attempt), None)
+            if mine is not None:
+                if trainer.info.rank not in mine.setdefault("ranks", []):
+                    mine["ranks"].append(trainer.info.rank)
+                trainer.run.update(failures=failures)
+                return
+            fields = dict(status="failed", error=error, traceback=traceback.format_exc())
+            if getattr(trainer, "started", False):  # else run.json keeps the progress it had
+                fields["step"] = trainer.step
+            failures.append({
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "step": fields.get("step", record.get("step", 0)),
+                "error": error, "restarts": record.get("restarts", 0),
+                "attempt": trainer.attempt, "ranks": [trainer.info.rank]})
+            trainer.run.update(**fields, failures=failures)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

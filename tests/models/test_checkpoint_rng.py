@@ -96,7 +96,10 @@ SCRIPT = textwrap.dedent(
                             keep=2)
     assert (final / checkpoint.rng_file(0)).is_file(), sorted(os.listdir(final))
     assert checkpoint.latest_step(root) == 3 and (root / "latest").read_text() == "3\\n"
-    assert sorted(p.name for p in root.iterdir()) == ["latest", final.name], list(root.iterdir())
+    # (`checksummed`: the first step saved with checksums, models/checkpoint.py MARKER)
+    assert sorted(p.name for p in root.iterdir()) == [checkpoint.MARKER, "latest", final.name], \
+        list(root.iterdir())
+    assert checkpoint.verify(final).intact and checkpoint.verify(final).checked
     draws()
     extra = checkpoint.load(root, 3, [], None)
     assert extra["step"] == 3 and "layout" in extra["rng"]
