@@ -40,10 +40,12 @@ printf '%s\\n' "$FAKE_SQUEUE_OUT"
 
 @pytest.fixture
 def fake_slurm(tmp_path, monkeypatch):
-    """A folder with fake `sbatch` and `squeue`, first on PATH; `calls()` lists sbatch calls."""
+    """A folder with fake `sbatch`, `squeue` and `srun` (submitit only checks that srun exists),
+    first on PATH; `calls()` lists sbatch calls."""
     bin_dir = tmp_path / "fakebin"
     bin_dir.mkdir()
-    for name, text in (("sbatch", FAKE_SBATCH), ("squeue", FAKE_SQUEUE)):
+    for name, text in (("sbatch", FAKE_SBATCH), ("squeue", FAKE_SQUEUE),
+                       ("srun", "#!/bin/sh\nexit 1\n")):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
@@ -121,7 +123,8 @@ def sweep(tmp_path: Path) -> tuple[Path, dict]:
     return path.parent, json.loads(path.read_text())
 
 
-SLURM = ["hydra/launcher=slurm", "hydra.launcher.detach=true", "hydra.launcher.sbatch_backoff_s=0.01"]
+SLURM = ["hydra/launcher=slurm", "hydra.launcher.detach=true",
+         "hydra.launcher.sbatch_backoff_s=0.01"]
 
 
 def test_a_sweep_is_one_sbatch_per_array_and_one_launcher_pickle(fake_slurm, data_cache,

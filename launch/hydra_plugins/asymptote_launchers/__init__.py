@@ -1,4 +1,4 @@
-"""asymptote's Hydra launchers and sweeper, where Hydra looks for plugins (the `hydra_plugins` namespace).
+"""asymptote's Hydra launchers and sweeper, where Hydra looks for plugins (`hydra_plugins`).
 
 Hydra only instantiates plugin classes defined under `hydra_plugins`, and a submitted SLURM
 task unpickles its launcher by this module path. The behaviour lives in
