@@ -65,6 +65,46 @@ def _index(grid: list, value) -> int | None:
     return None
 
 
+def grid_neighbours(point: Mapping[str, object], grids: Mapping[str, Sequence]) -> list[tuple]:
+    """The one-step neighbours of ``point`` on ``grids`` (axis -> sorted values): one
+    ``(axis, step, value)`` per swept axis and direction (step -1 below, +1 above), value None
+    past the grid's edge (or when the point's own value is not on the grid). Axes with fewer
+    than two values are not swept and have no neighbours."""
+    out = []
+    for a, grid in grids.items():
+        if len(grid) < 2:
+            continue
+        i = _index(grid, point[a])
+        for step in (-1, 1):
+            j = None if i is None else i + step
+            out.append((a, step, grid[j] if j is not None and 0 <= j < len(grid) else None))
+    return out
+
+
+def certify(point: Mapping[str, object], loss: float, grids: Mapping[str, Sequence],
+            loss_of) -> tuple[list[str], dict[str, float | None]]:
+    """The local optimality certificate of ``point`` (its loss ``loss``) on ``grids``:
+    (reasons it fails, empty when certified; loss of every neighbour by label, None when not
+    run). ``loss_of(point)`` gives a configuration's loss, None when it has no finished run."""
+    reasons, neighbours = [], {}
+    for a, grid in grids.items():
+        if len(grid) < 2:
+            reasons.append(f"{a} not swept (single value {grid[0]!r})" if grid else f"{a} has no values")
+            continue
+        for _, step, value in grid_neighbours(point, {a: grid}):
+            if value is None:
+                reasons.append(f"{a}={fmt(point[a])} is at the {'bottom' if step < 0 else 'top'} of the grid")
+                continue
+            label = f"{a}={fmt(value)}"
+            nl = loss_of({b: value if b == a else point[b] for b in grids})
+            neighbours[label] = nl
+            if nl is None:
+                reasons.append(f"neighbour {label} has no finished run")
+            elif nl < loss:
+                reasons.append(f"neighbour {label} is lower ({nl:.4f})")
+    return reasons, neighbours
+
+
 def best_runs(runs: pd.DataFrame, loss: str | pd.Series = "loss", cell: Sequence[str] = DEFAULT_CELL,
               axes: Sequence[str] = DEFAULT_AXES, grids: Mapping[str, Sequence] | None = None,
               statuses: Sequence[str] | None = ("done",)) -> BestRuns:
@@ -110,32 +150,16 @@ def best_runs(runs: pd.DataFrame, loss: str | pd.Series = "loss", cell: Sequence
     for cell_key, group in configs.groupby(list(cell), dropna=False):
         cell_key = cell_key if isinstance(cell_key, tuple) else (cell_key,)
         best = group.loc[group["loss"].idxmin()]
-        reasons = [f"axis {a!r} not in the run table" for a in absent]
-        neighbours = {}
-        for a in axes:
-            grid = grids_out[a]
-            if len(grid) < 2:
-                reasons.append(f"{a} not swept (single value {grid[0]!r})" if grid else f"{a} has no values")
-                continue
-            i = _index(grid, best[a])
-            for step, word in ((-1, "below"), (1, "above")):
-                j = None if i is None else i + step
-                if j is None or j < 0 or j >= len(grid):
-                    reasons.append(f"{a}={fmt(best[a])} is at the {'bottom' if step < 0 else 'top'} of the grid")
-                    continue
-                match = group
-                for b in axes:
-                    target = grid[j] if b == a else best[b]
-                    match = match[match[b].map(lambda v, t=target: _same(v, t))]
-                label = f"{a}={fmt(grid[j])}"
-                if match.empty:
-                    neighbours[label] = None
-                    reasons.append(f"neighbour {label} has no finished run")
-                else:
-                    nl = float(match["loss"].iloc[0])
-                    neighbours[label] = nl
-                    if nl < best["loss"]:
-                        reasons.append(f"neighbour {label} is lower ({nl:.4f})")
+
+        def loss_of(point: dict, group=group) -> float | None:
+            match = group
+            for b, target in point.items():
+                match = match[match[b].map(lambda v, t=target: _same(v, t))]
+            return None if match.empty else float(match["loss"].iloc[0])
+
+        reasons, neighbours = certify({a: best[a] for a in axes}, float(best["loss"]), grids_out,
+                                      loss_of)
+        reasons = [f"axis {a!r} not in the run table" for a in absent] + reasons
         row = dict(zip(cell, cell_key))
         row.update({a: best[a] for a in axes})
         row.update(loss=float(best["loss"]), n_seeds=int(best["n_seeds"]), runs=list(best["runs"]),

@@ -28,6 +28,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
                       "fit L(N, D, D') to job=split runs: optimal split, break-even, plots"),
     "export": ("asymptote.launch.app.export",
                "write runs (any TP/PP checkpoint) as Hugging Face transformers folders"),
+    "study": ("asymptote.launch.study.cli",
+              "a whole study (study YAML or preset): check, plan, status of every stage"),
     "import-hf": ("asymptote.launch.app.import_hf",
                   "a Hugging Face Llama/Mistral/Qwen2 folder as a run folder (a base for cpt...)"),
 }

@@ -1,0 +1,86 @@
+"""`asymptote study check | plan | status STUDY [key=value ...]`: a study's stages and points.
+
+STUDY is a study YAML file or a preset name (`miniature`, `paper`); `key=value` overrides go on
+top (e.g. `out=/scratch/study`). Nothing is run or submitted:
+
+- check: load the study (every problem of the YAML listed at once) and compose every point
+  known now as asymptote-train would; exit 2 on any problem;
+- plan: every stage and point with its state, and the asymptote-train overrides of each point
+  still to run;
+- status: every stage and point with its state (DONE / RUNNING / MISSING / FAILED with its
+  error / BLOCKED / WAITING), from the run folders on disk; `--json` for tools.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, help_text in (("check", "validate the study and compose every point known now"),
+                            ("plan", "every stage and point, with the overrides still to run"),
+                            ("status", "every stage and point with its state")):
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        sp.add_argument("study", help="a study YAML file or a preset (miniature, paper)")
+        sp.add_argument("overrides", nargs="*", help="key=value overrides of the study")
+        if name == "status":
+            sp.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _stages(args):
+    from .place import Placer
+    from .spec import load_spec
+    from .stages import plan_study
+
+    spec = load_spec(args.study, args.overrides)
+    with Placer() as placer:
+        return spec, plan_study(spec, placer)
+
+
+def _as_json(spec, stages) -> dict:
+    def clean(v):
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+
+    return {"study": spec.name, "out": spec.out, "stages": [
+        {"name": s.name, "state": s.state, "notes": s.notes, "waiting": s.waiting,
+         "points": [{"label": p.label, "job": p.job, "state": p.state, "detail": p.detail,
+                     "loss": clean(p.loss), "folder": str(p.folder) if p.folder else None,
+                     "overrides": p.overrides} for p in s.points]} for s in stages]}
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from .stages import format_plan
+    from .state import BLOCKED
+
+    try:
+        spec, stages = _stages(args)
+    except ConfigError as exc:
+        print(f"asymptote study {args.action}: {exc}")
+        return 2
+    if args.action == "status" and args.json:
+        print(json.dumps(_as_json(spec, stages), indent=2))
+        return 0
+    if args.action == "check":
+        blocked = [(s.name, p) for s in stages for p in s.points if p.state == BLOCKED]
+        for name, p in blocked:
+            print(f"{name}: {p.label}: {p.detail}")
+        known = sum(len(s.points) for s in stages)
+        waiting = sum(len(s.waiting) for s in stages)
+        if len(spec.models) < 3:
+            print(f"note: {len(spec.models)} model size(s): L(N) and the tiered asymptote need "
+                  "at least 3")
+        print(f"study {spec.name!r}: {known} point(s) known now, {waiting} part(s) waiting on "
+              f"results; {len(blocked)} refused")
+        return 2 if blocked else 0
+    print(format_plan(stages))
+    if args.action == "plan":
+        todo = [p for s in stages for p in s.points if p.state in ("MISSING", "FAILED")]
+        if todo:
+            print(f"\nto run ({len(todo)}), each as `asymptote-train <overrides>`:")
+            for p in todo:
+                print("  " + " ".join(p.overrides))
+    return 0
