@@ -34,7 +34,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 
-from . import sweep_record
+from . import packing, sweep_record
 from .points import SweepPoint, compose_points
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,11 @@ class AsymptoteSlurmConf(SlurmQueueConf):
     "Resource temporarily unavailable"...), waiting 2, 4, 8... s (at most 60) in between."""
     sbatch_backoff_s: float = 2.0
     """The first wait between sbatch attempts (doubled after each failure)."""
+    points_per_task: int = 1
+    """Sweep points run by one array task: 1 is one task per point; k > 1 packs k consecutive
+    points of one rank each into a task, run one after another, or at once one per GPU when
+    the task has several (`gpus_per_node`); each keeps its own run folder and status
+    (launch/app/packing.py)."""
 
 
 @dataclass
@@ -192,7 +197,8 @@ class LocalSweepLauncher(BasicLauncher):
 
 
 #: Launcher settings of asymptote's own (not sbatch flags): kept out of the executor.
-OWN_SETTINGS = ("detach", "max_array_size", "sbatch_attempts", "sbatch_backoff_s")
+OWN_SETTINGS = ("detach", "max_array_size", "sbatch_attempts", "sbatch_backoff_s",
+                "points_per_task")
 
 
 def make_executor(params: dict[str, Any], folder: str):
@@ -345,12 +351,16 @@ class SlurmSweepLauncher(SlurmLauncher):
     sweep.json."""
 
     def __init__(self, detach: bool = False, max_array_size: int | None = None,
-                 sbatch_attempts: int = 6, sbatch_backoff_s: float = 2.0, **params: Any):
+                 sbatch_attempts: int = 6, sbatch_backoff_s: float = 2.0,
+                 points_per_task: int = 1, **params: Any):
         super().__init__(**params)
         self.detach = detach
         self.max_array_size = max_array_size
+        self.points_per_task = points_per_task
         self.params["sbatch_attempts"] = sbatch_attempts
         self.params["sbatch_backoff_s"] = sbatch_backoff_s
+        if points_per_task != 1:  # kept out of the default's record: sweep.json as before
+            self.params["points_per_task"] = points_per_task
 
     def _layout(self) -> tuple[int, int, bool]:
         """(nodes, tasks_per_node, derived) of the array's tasks: derived when tasks_per_node
@@ -367,36 +377,53 @@ class SlurmSweepLauncher(SlurmLauncher):
         from ...slurm.scheduler import max_array_size
 
         layout = self._layout()
-        points = _points(self, job_overrides, initial_job_idx,
-                         check=lambda pts: layout_problems(pts, *layout))
+        k = self.points_per_task
+
+        def check(pts):
+            return layout_problems(pts, *layout) + packing.packing_problems(pts, k)
+
+        points = _points(self, job_overrides, initial_job_idx, check=check)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         record = _open_record(sweep_dir, Path(str(self.config.out)), "slurm", self.params)
         limit = self.max_array_size or max_array_size()
-        pieces = chunks(points, limit)
+        units = packing.pack(points, k)  # the points of each array task
+        pieces = chunks(units, limit)
         if len(pieces) > 1:
-            print(f"[asymptote] {len(points)} points exceed the cluster's MaxArraySize={limit}: "
+            print(f"[asymptote] {len(units)} tasks exceed the cluster's MaxArraySize={limit}: "
                   f"submitting {len(pieces)} arrays of at most {limit} tasks", flush=True)
         executor = make_executor(self.params, self.params["submitit_folder"])
-        task = ArrayTask.write(JobPaths.get_first_id_independent_folder(executor.folder), self,
-                               Singleton.get_state())
+        shared = ArrayTask.write(JobPaths.get_first_id_independent_folder(executor.folder), self,
+                                 Singleton.get_state())
+        task = shared if k == 1 else packing.PackedTask(shared.shared)
         jobs = []
         for piece in pieces:
-            args = [(p.overrides, "hydra.sweep.dir", p.index, f"job_id_for_{p.index}")
-                    for p in piece]
+            if k == 1:
+                args = [(u[0].overrides, "hydra.sweep.dir", u[0].index,
+                         f"job_id_for_{u[0].index}") for u in piece]
+            else:
+                args = [([packing.member(p) for p in u],) for u in piece]
             submitted = executor.map_array(task, *zip(*args))
             array_id = submitted[0].job_id.split("_")[0]
-            record["arrays"].append({"job_id": array_id, "size": len(piece),
-                                     "first_index": piece[0].index})
-            record["points"] += [
-                sweep_record.point_entry(p, job.job_id, str(job.paths.submitted_pickle))
-                for p, job in zip(piece, submitted)]
+            first, last = piece[0][0].index, piece[-1][-1].index
+            array = {"job_id": array_id, "size": len(piece), "first_index": first}
+            if k > 1:
+                array.update(points=sum(len(u) for u in piece), points_per_task=k)
+            record["arrays"].append(array)
+            for unit, job in zip(piece, submitted):
+                for position, p in enumerate(unit):
+                    entry = sweep_record.point_entry(p, job.job_id,
+                                                     str(job.paths.submitted_pickle))
+                    if k > 1:
+                        entry["task_position"] = position
+                    record["points"].append(entry)
             # Written after each array, so what was submitted is on record even if a later
             # submission fails.
             sweep_record.write_sweep(sweep_dir, record)
-            jobs += submitted
-            print(f"[asymptote] submitted array {array_id}: points "
-                  f"#{piece[0].index}-#{piece[-1].index}", flush=True)
+            jobs.append((piece, submitted))
+            packed = f" in {len(piece)} tasks of up to {k} points" if k > 1 else ""
+            print(f"[asymptote] submitted array {array_id}: points #{first}-#{last}{packed}",
+                  flush=True)
         _manifests(points)
         if self.detach:
             print(f"[asymptote] detached; follow with `asymptote status {sweep_dir}`", flush=True)
@@ -406,4 +433,7 @@ class SlurmSweepLauncher(SlurmLauncher):
                 ret.return_value = None
                 returns.append(ret)
             return returns
-        return [job.results()[0] for job in jobs]
+        if k == 1:
+            return [job.results()[0] for _, submitted in jobs for job in submitted]
+        return packing.job_returns([(unit, job.results()[0]) for piece, submitted in jobs
+                                    for unit, job in zip(piece, submitted)])

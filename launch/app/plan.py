@@ -62,12 +62,14 @@ def plan(overrides: list[str], mfu: float, peak_flops: float):
         check = None
         if "Slurm" in launcher.get("_target_", ""):
             from .launchers import layout_problems
+            from .packing import packing_problems
 
             derived = OmegaConf.is_interpolation(base.hydra.launcher, "tasks_per_node")
 
             def check(pts):
                 return layout_problems(pts, launcher["nodes"], launcher["tasks_per_node"],
-                                       derived)
+                                       derived) + packing_problems(
+                                           pts, launcher.get("points_per_task", 1))
         points = compose_points(load, point_overrides, is_group=config_groups(), check=check)
     rows = []
     vocabs: dict[tuple, int] = {}
@@ -106,13 +108,21 @@ def format_plan(points, launcher: dict, rows: list[dict], mfu: float, peak: floa
     if "Slurm" in target:
         from ...slurm.scheduler import max_array_size
 
+        from .packing import pack
+
         limit = launcher.get("max_array_size") or max_array_size()
-        pieces = chunks(points, limit)
+        k = launcher.get("points_per_task", 1)
+        tasks = pack(points, k)
+        pieces = chunks(tasks, limit)
         where = f"MaxArraySize={limit}" if limit else "MaxArraySize unknown (no scontrol)"
-        lines.append(f"SLURM: {len(points)} points -> {len(pieces)} array(s) ({where})")
+        packed = f"{len(tasks)} array tasks of up to {k} points, in " if k > 1 else ""
+        lines.append(f"SLURM: {len(points)} points -> {packed}{len(pieces)} array(s) ({where})")
         for i, piece in enumerate(pieces):
-            lines.append(f"  array {i + 1}: points #{piece[0].index}-#{piece[-1].index} "
+            lines.append(f"  array {i + 1}: points #{piece[0][0].index}-#{piece[-1][-1].index} "
                          f"({len(piece)} tasks, at most {launcher.get('array_parallelism')} at once)")
+        if k > 1:
+            lines.append(f"  each task runs its {k} points one after another, or at once one "
+                         "per GPU of the task (gpus_per_node)")
         per_task = [f"{launcher.get('nodes')} node(s) x {launcher.get('tasks_per_node')} tasks"]
         for key in ("gpus_per_node", "gpus_per_task", "cpus_per_task", "mem_gb", "partition",
                     "account", "qos", "constraint"):

@@ -50,7 +50,9 @@ def classify(record: dict, live, accounted, queue_known: bool = True) -> tuple[s
     if live is not None:
         requeued = status in ("requeued", "stopped") or (accounted and accounted.restarts > 0)
         if live.state == "PENDING":
-            if requeued or record.get("step"):
+            # Queued again after the run had started: requeued by a signal, by hand, or by
+            # SLURM after a node failure (the run's record may then say failed or running).
+            if requeued or record.get("step") or status in ("failed", "running"):
                 return "REQUEUED", f"waiting to resume ({live.reason})"
             return "PENDING", live.reason
         if live.state in _LIVE_RUNNING:
@@ -60,6 +62,11 @@ def classify(record: dict, live, accounted, queue_known: bool = True) -> tuple[s
         return live.state, live.reason
     if status == "done":
         return "DONE", ""
+    if accounted is not None and (accounted.state == "REQUEUED" or (
+            accounted.state in ("PENDING", "RUNNING") and accounted.restarts > 0)):
+        # A newer attempt of the task is on record (e.g. after NODE_FAIL) though squeue did not
+        # list it: it will run again, whatever the interrupted run wrote.
+        return "REQUEUED", f"requeued by SLURM ({accounted.state} per sacct)"
     if status == "failed":
         return "FAILED", record.get("error") or "failed"
     if accounted is not None:
@@ -75,6 +82,18 @@ def classify(record: dict, live, accounted, queue_known: bool = True) -> tuple[s
             return "UNKNOWN", f"run.json says {status}; the queue cannot be asked"
         return "FAILED", f"not in the queue, run.json says {status}"
     return "MISSING", "never started"
+
+
+def classify_packed(record: dict, live, accounted, queue_known: bool = True) -> tuple[str, str]:
+    """(state, detail) of a point that shares its array task with others
+    (`points_per_task` > 1): while the task runs, its points wait, run or end one by one."""
+    if live is not None and live.state in _LIVE_RUNNING:
+        status = record.get("status")
+        if not record:
+            return "PENDING", "waiting for earlier points of its task"
+        if status == "failed":  # the task goes on with its other points
+            return "FAILED", record.get("error") or "failed"
+    return classify(record, live, accounted, queue_known)
 
 
 def _outputs(entry: dict) -> tuple[Path | None, list[Path]]:
@@ -152,7 +171,8 @@ def sweep_status(path: str | Path) -> tuple[list[PointStatus], list[str]]:
             detail = record.get("error") or ("stopped by a signal; run again to resume"
                                               if status == "stopped" else "")
         else:
-            state, detail = classify(record, live.get(job), acc, queue_known)
+            rule = classify_packed if "task_position" in entry else classify
+            state, detail = rule(record, live.get(job), acc, queue_known)
         loss = record.get("final", {}).get("val_loss") if state == "DONE" else None
         if loss is None:
             loss = record.get("train_loss")
