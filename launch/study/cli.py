@@ -8,7 +8,9 @@ top (e.g. `out=/scratch/study`). Nothing is run or submitted:
 - plan: every stage and point with its state, and the asymptote-train overrides of each point
   still to run;
 - status: every stage and point with its state (DONE / RUNNING / MISSING / FAILED with its
-  error / BLOCKED / WAITING), from the run folders on disk; `--json` for tools.
+  error / BLOCKED / WAITING), from the run folders on disk; `--json` for tools;
+- run: (launcher.kind=local) run what is missing or failed, stage by stage, planning again
+  after each batch (launch/study/run.py); a second run skips everything that finished.
 """
 
 from __future__ import annotations
@@ -22,12 +24,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     for name, help_text in (("check", "validate the study and compose every point known now"),
                             ("plan", "every stage and point, with the overrides still to run"),
-                            ("status", "every stage and point with its state")):
+                            ("status", "every stage and point with its state"),
+                            ("run", "run what is missing or failed, stage by stage (local "
+                                    "launcher)")):
         sp = sub.add_parser(name, help=help_text, description=help_text)
         sp.add_argument("study", help="a study YAML file or a preset (miniature, paper)")
         sp.add_argument("overrides", nargs="*", help="key=value overrides of the study")
         if name == "status":
             sp.add_argument("--json", action="store_true", help="print JSON instead of text")
+        if name == "run":
+            sp.add_argument("--only", default=None,
+                            help="comma-separated stages to run (default: all that can run)")
+            sp.add_argument("--max-runs", type=int, default=None,
+                            help="stop after this many points")
 
 
 def _stages(args):
@@ -51,12 +60,45 @@ def _as_json(spec, stages) -> dict:
                      "overrides": p.overrides} for p in s.points]} for s in stages]}
 
 
+def _run(args) -> int:
+    from pathlib import Path
+
+    from .place import Placer
+    from .run import run_study, train_subprocess
+    from .spec import load_spec
+    from .stages import STAGE_NAMES, format_plan
+
+    only = None
+    if args.only:
+        only = set(args.only.split(","))
+        unknown = sorted(only - set(STAGE_NAMES))
+        if unknown:
+            print(f"asymptote study run: --only {','.join(unknown)}: stages are "
+                  f"{', '.join(STAGE_NAMES)}")
+            return 2
+    spec = load_spec(args.study, args.overrides)
+    if spec.launcher.kind != "local":
+        print("asymptote study run: only launcher.kind=local runs yet; on SLURM, submit the "
+              "points of `asymptote study plan` (docs/study.md)")
+        return 2
+    logs = Path(spec.out).expanduser().resolve() / "logs"
+    with Placer() as placer:
+        outcome = run_study(spec, placer, train_subprocess(logs), only, args.max_runs)
+    print(format_plan(outcome.stages, points=False))
+    print(f"ran {len(outcome.ran)} point(s), {len(outcome.failed)} failed; logs in {logs}")
+    if outcome.stopped:
+        print(f"stopped: {outcome.stopped}")
+    return 1 if outcome.failed else 0
+
+
 def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from .stages import format_plan
     from .state import BLOCKED
 
     try:
+        if args.action == "run":
+            return _run(args)
         spec, stages = _stages(args)
     except ConfigError as exc:
         print(f"asymptote study {args.action}: {exc}")

@@ -1,0 +1,80 @@
+"""`study run`'s loop with a launcher that writes each point's run.json (the project's own
+writer) instead of training: stages run in order, the plan is made again after each batch (so
+certificate extensions and ensemble members appear), a failure stops the run after its batch,
+and a second run does only what is missing or failed."""
+
+from __future__ import annotations
+
+import pytest
+
+from asymptote.launch.run_dir import RunDir
+from asymptote.launch.study.place import Placer
+from asymptote.launch.study.run import run_study
+from asymptote.launch.study.spec import load_spec
+
+from study_synthetic import SMALL, loss
+
+
+class FakeLauncher:
+    """Finishes training points with the synthetic loss; fails the labels in `fail`."""
+
+    def __init__(self, fail=()):
+        self.fail = set(fail)
+        self.calls = []
+
+    def __call__(self, point) -> bool:
+        self.calls.append(point.label)
+        if point.job not in ("pretrain", "ensemble_member"):
+            return False  # an evaluation would load checkpoints: not fabricated here
+        if point.label in self.fail:
+            RunDir(point.folder).update(status="failed", error="RuntimeError: out of memory")
+            return False
+        RunDir(point.folder).update(status="done", final={"val_loss": loss(point.overrides)})
+        return True
+
+
+@pytest.fixture
+def placer():
+    with Placer() as p:
+        yield p
+
+
+def test_run_goes_stage_by_stage_stops_on_failure_and_resumes(tmp_path, placer):
+    spec = load_spec("miniature", [f"out={tmp_path}", *SMALL])
+    broken = "tiny_m D=65536 lr=0.003 wd=1.6 E=16"
+    first = FakeLauncher(fail={broken})
+    out = run_study(spec, placer, first, only={"standard", "regularized"}, say=lambda s: None)
+    # Standard points first, then the regularized grid; the failure ends the run after its batch.
+    assert first.calls[:4] == [p.label for p in out.stages[0].points]
+    assert [p.label for p in out.failed] == [broken]
+    assert "failed in stage regularized" in out.stopped
+    reg = out.stages[1]
+    assert [p.label for p in reg.points if p.state == "FAILED"] == [broken]
+    assert "out of memory" in next(p.detail for p in reg.points if p.state == "FAILED")
+    # Run again: the failed point is retried (it works now), nothing done is run again, and the
+    # certificate's extensions follow until both cells are certified.
+    second = FakeLauncher()
+    out = run_study(spec, placer, second, only={"standard", "regularized"}, say=lambda s: None)
+    assert second.calls.count(broken) == 1
+    assert not set(second.calls) & (set(first.calls) - {broken})
+    assert not out.failed and out.stopped == ""
+    assert out.stages[1].state == "DONE"
+    assert all("certified, best lr=0.003 wd=3.2 E=16" in n for n in out.stages[1].notes
+               if not n.startswith(" "))
+    # Every stage now: the ensemble members run next, then the evaluations are refused by their
+    # job's checks (fabricated members have no checkpoints) and the run says so.
+    third = FakeLauncher()
+    out = run_study(spec, placer, third, say=lambda s: None)
+    assert third.calls == ["tiny_s D=65536 member 1", "tiny_s D=65536 member 2",
+                           "tiny_m D=65536 member 1", "tiny_m D=65536 member 2"]
+    assert "refused by their jobs' checks" in out.stopped and "ensemble_eval" in out.stopped
+
+
+def test_max_runs_and_slurm(tmp_path, placer):
+    spec = load_spec("miniature", [f"out={tmp_path}", *SMALL])
+    launcher = FakeLauncher()
+    out = run_study(spec, placer, launcher, max_runs=2, say=lambda s: None)
+    assert len(launcher.calls) == 2 and "--max-runs 2" in out.stopped
+    slurm = load_spec("miniature", [f"out={tmp_path}", *SMALL, "launcher.kind=slurm"])
+    with pytest.raises(NotImplementedError, match="SLURM"):
+        run_study(slurm, placer, launcher)
