@@ -108,8 +108,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.action == "check":
         blocked = [(s.name, p) for s in stages for p in s.points if p.state == BLOCKED]
-        for name, p in blocked:
+        for name, p in blocked[:10]:
             print(f"{name}: {p.label}: {p.detail}")
+        if len(blocked) > 10:
+            print(f"... and {len(blocked) - 10} more refused point(s)")
         known = sum(len(s.points) for s in stages)
         waiting = sum(len(s.waiting) for s in stages)
         if len(spec.models) < 3:

@@ -32,10 +32,10 @@ def folder(spec: StudySpec, part: str) -> Path:
     return (Path(spec.out).expanduser() / part).resolve()
 
 
-def common(spec: StudySpec, model: str, tokens: int) -> list[str]:
-    """Overrides every training run of the study shares."""
+def common(spec: StudySpec, model: str, tokens: int, out: str = "runs") -> list[str]:
+    """Overrides every run of the study shares (written into `<out>/<out part>`)."""
     r = spec.run
-    return [f"model={model}", f"out={folder(spec, 'runs')}", f"data.corpus={paths(r.corpus)}",
+    return [f"model={model}", f"out={folder(spec, out)}", f"data.corpus={paths(r.corpus)}",
             f"data.tokenizer={r.tokenizer}", f"data.vocab_size={r.vocab_size}",
             f"data.val_sequences={r.val_sequences}", f"data.seed_tokens={tokens}",
             f"train.global_batch={r.global_batch}", f"train.micro_batch={r.micro_batch}",
@@ -80,7 +80,7 @@ def generate(spec: StudySpec, model: str, tokens: int, members: list[Path], shar
              ) -> list[str]:
     """One shard of the teacher ensemble's text (job=generate)."""
     s = spec.distill.sequence
-    return ["job=generate", *common(spec, model, tokens), f"out={folder(spec, 'teacher_text')}",
+    return ["job=generate", *common(spec, model, tokens, "teacher_text"),
             f"generate.teacher={paths(members)}", f"generate.sequences={s.sequences}",
             f"generate.shards={s.shards}", f"generate.shard={shard}",
             f"generate.temperature={value(float(s.temperature))}"]

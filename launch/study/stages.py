@@ -18,6 +18,7 @@ members still training) is not composed: its stage lists it as waiting, with the
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -358,8 +359,9 @@ def _phrase(state: str) -> str:
 def problems(exc: ConfigError) -> str:
     """The problems of a refused point, without the sweep framing, on one line."""
     lines = [ln.strip()[2:] for ln in str(exc).splitlines() if ln.strip().startswith("- ")]
-    lines = [ln for ln in lines if not ln.startswith("sweep point #")]
-    return "; ".join(lines) or str(exc).splitlines()[0]
+    # "sweep point #i (overrides): problem" -> "problem"; a bare heading is dropped.
+    lines = [re.sub(r"^sweep point #\d+ \(.*?\):\s*", "", ln) for ln in lines]
+    return "; ".join(ln for ln in lines if ln) or str(exc).splitlines()[0]
 
 
 def _all_done(points: list[StudyPoint]) -> bool:

@@ -110,3 +110,14 @@ def test_cli_refuses_a_bad_study_before_anything(tmp_path, capsys):
     assert cli.main(["study", "check", "miniature", f"out={tmp_path}", "regularized.max_runs=1"]) == 2
     assert "smaller than one grid" in capsys.readouterr().out
     assert not (tmp_path / "runs").exists()
+
+
+def test_cli_check_reports_points_their_jobs_refuse(tmp_path, capsys):
+    args = ["study", "check", "miniature", f"out={tmp_path}", *SMALL,
+            "run.overrides=[train.epochz=3]"]
+    assert cli.main(args) == 2
+    out = capsys.readouterr().out
+    assert "standard: tiny_s D=65536 lr=0.003 E=8:" in out and "epochz" in out
+    assert "refused" in out
+    assert cli.main(["study", "check", "miniature", f"out={tmp_path}", *SMALL]) == 0
+
