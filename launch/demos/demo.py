@@ -19,6 +19,16 @@ def add_arguments(parser) -> None:
     parser.add_argument("--split", action="store_true",
                         help="run only the split-training stage (cluster the corpus, a base on the "
                         "mixture, one specialist per cluster, per-cluster loss table) in <out>_split")
+    parser.add_argument("--cpt", action="store_true",
+                        help="run only the continued pre-training recipe (a general base through "
+                        "Hugging Face export/import, curated domain data, CPT with and without "
+                        "replay, lm-eval before/after, forgetting) in <out>_cpt")
+    parser.add_argument("--domain", default="code",
+                        help="--cpt: the shipped domain to continue on (default: code)")
+    parser.add_argument("--replay", default="0,0.25,0.5",
+                        help="--cpt: replay fractions, one CPT run each (default: 0,0.25,0.5)")
+    parser.add_argument("--eval-limit", type=float, default=None,
+                        help="--cpt: at most this many lm-eval documents per task (default: all)")
     parser.add_argument("--no-ensemble", action="store_true",
                         help="skip the ensemble stage (3 members, L(K), a distilled student)")
     parser.add_argument("overrides", nargs="*", help="extra asymptote-train overrides")
@@ -61,6 +71,16 @@ def run(args) -> int:
         from .demo_split import run_stage as run_split_stage
 
         return run_split_stage(sweep.parent / f"{sweep.name}_split", env)
+    if getattr(args, "cpt", False):
+        from .demo_cpt import DemoError, check_arguments, run_stage as run_cpt_stage
+
+        try:  # bad arguments fail here, before anything trains
+            replay = check_arguments(args.domain, args.replay, args.eval_limit)
+        except DemoError as exc:
+            print(f"asymptote demo --cpt: {exc}")
+            return 2
+        return run_cpt_stage(sweep.parent / f"{sweep.name}_cpt", env, args.domain, replay,
+                             args.eval_limit, args.overrides)
     cmd = [sys.executable, "-m", "asymptote.launch.app.main", "-m", "experiment=tiny_sweep",
            f"out={sweep}", *args.overrides]
     print("$ " + " ".join(cmd[2:]).replace("asymptote.launch.app.main", "asymptote-train"), flush=True)
