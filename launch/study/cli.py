@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -117,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
         if len(spec.models) < 3:
             print(f"note: {len(spec.models)} model size(s): L(N) and the tiered asymptote need "
                   "at least 3")
+        if len(spec.standard_tokens) < 3:
+            print(f"note: the standard recipe runs at {len(spec.standard_tokens)} D value(s): "
+                  "L(D) and data efficiency need at least 3 (standard.seed_tokens)")
         print(f"study {spec.name!r}: {known} point(s) known now, {waiting} part(s) waiting on "
               f"results; {len(blocked)} refused")
         return 2 if blocked else 0
@@ -126,5 +130,5 @@ def run(args: argparse.Namespace) -> int:
         if todo:
             print(f"\nto run ({len(todo)}), each as `asymptote-train <overrides>`:")
             for p in todo:
-                print("  " + " ".join(p.overrides))
+                print("  " + " ".join(shlex.quote(o) for o in p.overrides))
     return 0

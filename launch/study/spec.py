@@ -72,6 +72,9 @@ class StandardSpec:
 
     weight_decay: float = 0.1
     """The standard weight decay (the paper: 0.1)."""
+    seed_tokens: List[int] = field(default_factory=list)
+    """D values of the standard recipe; empty: the study's D grid. L(D) of the standard recipe
+    (the data-efficiency baseline) needs at least 3."""
     lr: List[float] = field(default_factory=lambda: [3e-3])
     """Learning rates tried per (N, D)."""
     epochs: List[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
@@ -232,6 +235,11 @@ class StudySpec:
     def teacher(self) -> str:
         """The teacher's model preset (the largest model when not given)."""
         return self.distill.teacher or max(self.models, key=model_size)
+
+    @property
+    def standard_tokens(self) -> list[int]:
+        """The D values of the standard recipe."""
+        return list(self.standard.seed_tokens or self.seed_tokens)
 
     @property
     def distill_tokens(self) -> int:
@@ -451,6 +459,8 @@ def validate(spec: StudySpec) -> list[str]:
     s = spec.standard
     if not s.weight_decay >= 0:
         problems.append(f"standard.weight_decay={s.weight_decay} must be >= 0")
+    if s.seed_tokens:
+        _grid(problems, "standard.seed_tokens", s.seed_tokens, integer=True)
     _grid(problems, "standard.lr", s.lr)
     _grid(problems, "standard.epochs", s.epochs, integer=True)
     g = spec.regularized

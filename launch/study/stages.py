@@ -153,7 +153,7 @@ class Planner:
     def standard(self) -> Stage:
         spec, items = self.spec, []
         wd = spec.standard.weight_decay
-        for tokens in spec.seed_tokens:
+        for tokens in spec.standard_tokens:
             for model in spec.models:
                 for lr in spec.standard.lr:
                     for epochs in spec.standard.epochs:

@@ -41,6 +41,10 @@ def test_fresh_study_lists_every_stage_with_what_is_known(tmp_path, placer):
     for name in ("ensemble", "ensemble_eval", "teacher_text", "distill", "fits", "report"):
         s = stage(stages, name)
         assert s.state == "WAITING" and not s.points and s.waiting, name
+    # The standard recipe may run at more budgets than the rest (L(D) needs >= 3).
+    wider = load_spec("miniature", [f"out={tmp_path}", *SMALL, "standard.seed_tokens=[32768,65536]"])
+    labels = [p.label for p in stage(plan_study(wider, placer), "standard").points]
+    assert len(labels) == 2 * 2 * 2 and sum("D=32768" in x for x in labels) == 4
 
 
 def test_resumed_plan_follows_the_certificate_then_the_later_stages(tmp_path, placer):
