@@ -17,14 +17,24 @@ import signal
 import sys
 
 
-def main(argv: list[str]) -> int:
-    from ..train.preemption import PendingSignal
-    from .packing import PREEMPTED_EXIT
+class PendingSignal:
+    """A USR2 handler that only notes the signal came (installed before anything heavy is
+    imported: the default action would kill the process). A PreemptionWatch created over it
+    starts as requested, so the run stops after its first step; its hand-over to this handler
+    means: stop, the task requeues."""
 
-    # First of all: a USR2 before training starts must not kill the process (the default
-    # action), and training must stop at its first step if one came (PendingSignal).
+    def __init__(self):
+        self.seen = False
+
+    def __call__(self, signum, frame) -> None:
+        self.seen = True
+
+
+def main(argv: list[str]) -> int:
     pending = PendingSignal()
     signal.signal(signal.SIGUSR2, pending)
+    from .packing import PREEMPTED_EXIT
+
     shared, point = argv[0], json.loads(argv[1])
 
     from pathlib import Path

@@ -99,6 +99,11 @@ class _Guard:
 
     def _on_signal(self, signum, frame) -> None:
         self.preempted = True
+        self.forward()
+
+    def forward(self) -> None:
+        """USR2 to every running child. Repeated while they stop: a child still starting has
+        USR2 ignored until its handler is in place (`_start`), and would miss a single one."""
         for child in self.children():
             if child.poll() is None:
                 try:
@@ -148,6 +153,7 @@ def run_pack(members: list[dict], shared: str, slots: list[str | None] | None = 
                         + (f" on GPU {slots[pos]}" if slots[pos] is not None else ""))
             if guard.preempted:
                 todo = []  # nothing new starts; the running points checkpoint and stop
+                guard.forward()
             for pos, (child, m) in list(running.items()):
                 code = child.poll()
                 if code is None:
@@ -192,8 +198,10 @@ def _start(m: dict, shared: str, gpu: str | None, port: str) -> subprocess.Popen
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     point = json.dumps({"index": m["index"], "overrides": m["overrides"]})
+    # USR2 ignored from fork until the child's own handler: its default action would kill it.
     return subprocess.Popen([sys.executable, "-m", "asymptote.launch.app.pack_worker", shared,
-                             point, port], env=env)
+                             point, port], env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGUSR2, signal.SIG_IGN))
 
 
 class PackedTask:

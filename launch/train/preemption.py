@@ -30,25 +30,14 @@ class RunBusyError(RuntimeError):
     """Another live process already trains this run folder."""
 
 
-class PendingSignal:
-    """A handler that only remembers the signal came, for a process that installs it before a
-    run starts (a point of a packed array task, `launch/app/pack_worker.py`): a PreemptionWatch
-    created over it starts as requested, so the run stops after its first step; handing over
-    to it means the caller stops the process and its task requeues."""
-
-    def __init__(self):
-        self.seen = False
-
-    def __call__(self, signum, frame) -> None:
-        self.seen = True
-
-
 class PreemptionWatch:
     """Flags USR2 (or `signum`) and lets all ranks agree on it once per step."""
 
     def __init__(self, signum: int = signal.SIGUSR2):
         self.signum = signum
         self.previous = signal.getsignal(signum)
+        # A handler that only noted an earlier signal (a packed task's point, started before
+        # its run: launch/app/pack_worker.PendingSignal): stop after the first step.
         self.requested = bool(getattr(self.previous, "seen", False))
         signal.signal(signum, self._on_signal)
 
