@@ -3,6 +3,7 @@
 Trains the `tiny_sweep` experiment (3 model sizes x 2 weight decays at fixed D and E, on the
 shipped multi-domain corpus) through Hydra multirun with the local launcher, prints the final
 validation losses, and fits the scaling law of the sweep when the analysis module is present.
+`--split` and `--cpt` run the domain recipes instead (demo_split.py, demo_cpt.py).
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ def run_stage(out: Path, env: dict, target: str = TARGET, replay: tuple[float, .
     """Run the recipe under `out` (base/, hf/, imported/, cpt/, eval/); returns an exit code.
     `overrides` go to the base and every CPT run (the test shrinks the budgets with them);
     `eval_limit` caps lm-eval's documents per task. Finished steps are reused on a rerun."""
-    from .demo_cpt_report import build_report, write_report
+    from .demo_cpt_report import ReportError, build_report, write_report
 
     out = Path(out).resolve()
     target_file, general = domain_files(target)
@@ -148,7 +148,11 @@ def run_stage(out: Path, env: dict, target: str = TARGET, replay: tuple[float, .
                       "evaluate.each=true", f"out={out / 'eval'}", *limit], env, quiet=True):
         return 1
     lap("evaluate")
-    report = build_report(imported, base, runs, target)
+    try:
+        report = build_report(imported, base, runs, target)
+    except ReportError as exc:
+        print(f"no report: {exc}")
+        return 1
     # 6. export the run with the most replay
     chosen = max(report["runs"], key=lambda r: r["replay_fraction"])
     exported = out / "hf" / f"cpt-r{chosen['replay_fraction']:g}"
