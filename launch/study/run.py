@@ -4,9 +4,9 @@ earliest stage that has any, plan again, until nothing is left that a job type c
 Every point runs as `asymptote-train <its overrides>` would, in its content-addressed run folder,
 so a second `study run` skips everything that finished and runs only what is missing or
 failed. A point that fails is not retried within the same invocation: the batch it belongs to
-is finished, then the run stops and says which points failed (fix, then run again). The stages
-the study computes itself (fits, report) have no runner yet; the run stops before them and
-says so.
+is finished, then the run stops and says which points failed (fix, then run again). When every
+input of the fits stage is done, it is computed here (fits.py: <out>/fits/fits.json); the
+report stage has no runner yet, and the run stops before it and says so.
 """
 
 from __future__ import annotations
@@ -65,6 +65,12 @@ def run_study(spec: StudySpec, placer, launch: Callable[[StudyPoint], bool],
             batch = runnable(stage, attempted)
             if batch:
                 break
+        fits = next(s for s in stages if s.name == "fits")
+        if not batch and fits.points and fits.points[0].state == MISSING and (
+                only is None or "fits" in only):
+            say("stage fits: fitting")
+            write_study_fits(spec, stages)
+            continue
         if not batch:
             blocked = [f"{s.name}: {p.label}" for s in stages for p in s.points
                        if p.state == BLOCKED]
@@ -74,7 +80,7 @@ def run_study(spec: StudySpec, placer, launch: Callable[[StudyPoint], bool],
                 outcome.stopped = "refused by their jobs' checks: " + "; ".join(blocked)
             elif left:
                 outcome.stopped = ("nothing more can run now; not done: " + ", ".join(left)
-                                   + " (fits and report have no runner yet, docs/study.md)")
+                                   + " (the report has no runner yet, docs/study.md)")
             return outcome
         say(f"stage {stage.name}: {len(batch)} point(s) to run")
         for point in batch:
@@ -94,6 +100,16 @@ def run_study(spec: StudySpec, placer, launch: Callable[[StudyPoint], bool],
                                "see `asymptote study status`, fix, and run again")
             outcome.stages = plan_study(spec, placer)
             return outcome
+
+
+def write_study_fits(spec: StudySpec, stages: list[Stage]) -> Path:
+    """The fits stage: <out>/fits/fits.json from the finished stages (fits.py)."""
+    from .fits import study_fits, tables, write_fits
+    from .spec import model_size
+
+    standard, regularized, ensembles = tables(stages, model_size)
+    result = study_fits(standard, regularized, ensembles, spec.fits.n_boot, spec.fits.level)
+    return write_fits(Path(spec.out).expanduser().resolve() / "fits" / "fits.json", result)
 
 
 def train_subprocess(log_dir: Path) -> Callable[[StudyPoint], bool]:

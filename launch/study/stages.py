@@ -51,6 +51,9 @@ class StudyPoint:
     """The error of a failed point, the step of a running one."""
     loss: float | None = None
     """Final validation loss of a finished training run."""
+    meta: dict = field(default_factory=dict)
+    """What the point is in the study (model, D; `optimum` on a certified optimum), for the
+    stages that read it (fits)."""
 
 
 @dataclass
@@ -159,7 +162,10 @@ class Planner:
                     for epochs in spec.standard.epochs:
                         items.append((f"{model} D={tokens} lr={_g(lr)} E={epochs}",
                                       recipes.pretrain(spec, model, tokens, lr, wd, epochs)))
-        return Stage("standard", self._points(items))
+        points = self._points(items)
+        for p, (_, overrides) in zip(points, items):
+            p.meta = _meta(overrides)
+        return Stage("standard", points)
 
     def cell(self, model: str, tokens: int) -> Cell:
         """One regularized cell: decide, compose what it asks, read those points, decide
@@ -182,6 +188,7 @@ class Planner:
                      for lr, wd, e in fresh]
             learnt = False
             for p, sp in zip(fresh, self._points(items)):
+                sp.meta = {"model": model, "D": tokens}
                 known[p] = sp
                 if sp.state == DONE:
                     finished[p] = sp.loss if sp.loss is not None else math.nan
@@ -199,6 +206,8 @@ class Planner:
         stage = Stage("regularized")
         for c in cells:
             stage.points += list(c.points.values())
+            if c.optimum is not None:
+                c.optimum.meta["optimum"] = True
             d = c.decision
             head = f"{c.model} D={c.tokens}: {_phrase(d.state)}"
             if d.best is not None:
@@ -218,8 +227,11 @@ class Planner:
         for c in cells:
             optimum = c.optimum
             if optimum is None:
-                stage.waiting.append(f"{c.model} D={c.tokens}: regularized cell "
-                                     f"{_phrase(c.decision.state)}")
+                # A cell out of budget will never certify: noted, and the study goes on
+                # without its ensemble; any other cell is still on its way.
+                (stage.notes if c.decision.state == "not_certified" else stage.waiting).append(
+                    f"{c.model} D={c.tokens}: regularized cell {_phrase(c.decision.state)}"
+                    + ("; no ensemble" if c.decision.state == "not_certified" else ""))
                 continue
             first = 1 if spec.ensemble.recipe == "optimum" else 0
             items = [(f"{c.model} D={c.tokens} member {i}",
@@ -231,10 +243,13 @@ class Planner:
         return stage, ensembles
 
     def evaluations(self, cells: list[Cell], ensembles: dict[tuple, list[StudyPoint]]) -> Stage:
-        stage, items = Stage("ensemble_eval"), []
+        stage, items, metas = Stage("ensemble_eval"), [], []
         for c in cells:
             model, tokens = c.model, c.tokens
             members = ensembles.get((model, tokens))
+            if members is None and c.decision.state == "not_certified":
+                stage.notes.append(f"{model} D={tokens}: no ensemble (cell not certified)")
+                continue
             if members is None:
                 stage.waiting.append(f"{model} D={tokens}: ensemble not known yet "
                                      f"(regularized cell {_phrase(c.decision.state)})")
@@ -245,7 +260,10 @@ class Planner:
             items.append((f"{model} D={tokens} K=1..{self.spec.ensemble.k_max}",
                           recipes.ensemble_eval(self.spec, model, tokens,
                                                 [m.folder for m in members])))
+            metas.append({"model": model, "D": tokens})
         stage.points = self._points(items)
+        for p, m in zip(stage.points, metas):
+            p.meta = m
         return stage
 
     def teacher_text(self, ensembles) -> tuple[Stage, list[StudyPoint]]:
@@ -316,9 +334,9 @@ class Planner:
         stage.points += self._points(items)
         return stage
 
-    def own_output(self, name: str, path: Path, inputs: list[Stage]) -> Stage:
-        """A stage the study computes itself from its earlier stages' outputs (fits, report).
-        No runner writes these yet (docs/study.md); the plan still says what they read."""
+    def own_output(self, name: str, path: Path, inputs: list[Stage], detail: str = "") -> Stage:
+        """A stage the study computes itself from its earlier stages' outputs (fits, report):
+        DONE once its file exists, MISSING when its inputs are done, else WAITING on them."""
         stage = Stage(name)
         if path.exists():
             stage.points.append(StudyPoint(name, "-", [], path, DONE))
@@ -327,8 +345,7 @@ class Planner:
         if pending:
             stage.waiting.append(f"{path.name}: waits for {', '.join(pending)}")
         else:
-            stage.points.append(StudyPoint(name, "-", [], path, MISSING,
-                                           "no runner writes it yet (docs/study.md)"))
+            stage.points.append(StudyPoint(name, "-", [], path, MISSING, detail))
         return stage
 
     def plan(self) -> list[Stage]:
@@ -345,7 +362,8 @@ class Planner:
         fits = self.own_output("fits", out / "fits" / "fits.json",
                                [standard, regularized, ensemble, evaluation])
         report = self.own_output("report", out / "report" / "summary.md",
-                                 [fits, text_stage, distill])
+                                 [fits, text_stage, distill],
+                                 "no runner writes it yet (docs/study.md)")
         return [standard, regularized, ensemble, evaluation, text_stage, distill, fits, report]
 
 
@@ -362,6 +380,12 @@ def problems(exc: ConfigError) -> str:
     # "sweep point #i (overrides): problem" -> "problem"; a bare heading is dropped.
     lines = [re.sub(r"^sweep point #\d+ \(.*?\):\s*", "", ln) for ln in lines]
     return "; ".join(ln for ln in lines if ln) or str(exc).splitlines()[0]
+
+
+def _meta(overrides: list[str]) -> dict:
+    """model and D of a training point, from its overrides."""
+    o = dict(x.split("=", 1) for x in overrides if "=" in x)
+    return {"model": o["model"], "D": int(o["data.seed_tokens"])}
 
 
 def _all_done(points: list[StudyPoint]) -> bool:
