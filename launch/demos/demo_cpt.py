@@ -78,7 +78,8 @@ def _call(cmd: list[str], env: dict, quiet: bool = False) -> int:
 def _run_folders(folder: Path, job: str) -> list[Path]:
     """Finished runs of `job` under `folder` (a failed one is trained again, not reused)."""
     records = {p.parent: json.loads(p.read_text()) for p in folder.glob("*/run.json")}
-    return sorted(f for f, r in records.items() if r.get("job") == job and r.get("status") == "done")
+    return sorted(f for f, r in records.items()
+                  if r.get("job") == job and r.get("status") == "done")
 
 
 def _listing(paths: list[Path]) -> str:
