@@ -15,6 +15,7 @@ filled in. N is in millions of non-embedding parameters throughout.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -136,6 +137,23 @@ def tables(stages, size) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     columns = ["N", "D", "loss"]
     return (pd.DataFrame(standard, columns=columns), pd.DataFrame(regularized, columns=columns),
             pd.DataFrame(ensembles, columns=["N", "D", "K", "loss"]))
+
+
+def inputs_digest(standard: pd.DataFrame, regularized: pd.DataFrame,
+                  ensembles: pd.DataFrame) -> str:
+    """16 hex digits naming the fits' inputs: fits.json records it, and a plan whose tables
+    differ (a run finished since, a cell certified) sees the file as stale."""
+    blob = json.dumps([t.sort_values(list(t.columns)).to_dict(orient="records")
+                       for t in (standard, regularized, ensembles)], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def stored_digest(path: Path) -> str | None:
+    """The inputs digest a fits.json was computed from (None when absent or unreadable)."""
+    try:
+        return json.loads(Path(path).read_text()).get("inputs_digest")
+    except (OSError, ValueError):
+        return None
 
 
 def write_fits(path: Path, result: dict) -> Path:

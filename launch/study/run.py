@@ -104,11 +104,12 @@ def run_study(spec: StudySpec, placer, launch: Callable[[StudyPoint], bool],
 
 def write_study_fits(spec: StudySpec, stages: list[Stage]) -> Path:
     """The fits stage: <out>/fits/fits.json from the finished stages (fits.py)."""
-    from .fits import study_fits, tables, write_fits
+    from .fits import inputs_digest, study_fits, tables, write_fits
     from .spec import model_size
 
     standard, regularized, ensembles = tables(stages, model_size)
     result = study_fits(standard, regularized, ensembles, spec.fits.n_boot, spec.fits.level)
+    result["inputs_digest"] = inputs_digest(standard, regularized, ensembles)
     return write_fits(Path(spec.out).expanduser().resolve() / "fits" / "fits.json", result)
 
 

@@ -22,6 +22,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from ..errors import ConfigError
 from . import recipes
@@ -334,19 +335,30 @@ class Planner:
         stage.points += self._points(items)
         return stage
 
-    def own_output(self, name: str, path: Path, inputs: list[Stage], detail: str = "") -> Stage:
+    def own_output(self, name: str, path: Path, inputs: list[Stage], detail: str = "",
+                   fresh: Callable[[Path], bool] | None = None) -> Stage:
         """A stage the study computes itself from its earlier stages' outputs (fits, report):
-        DONE once its file exists, MISSING when its inputs are done, else WAITING on them."""
+        DONE once its file exists (and `fresh(path)` says it was made from today's inputs),
+        MISSING when its inputs are done, else WAITING on them."""
         stage = Stage(name)
-        if path.exists():
+        if path.exists() and (fresh is None or fresh(path)):
             stage.points.append(StudyPoint(name, "-", [], path, DONE))
             return stage
+        if path.exists():
+            detail = "stale: its inputs changed since it was written"
         pending = [s.name for s in inputs if s.state != DONE]
         if pending:
             stage.waiting.append(f"{path.name}: waits for {', '.join(pending)}")
         else:
             stage.points.append(StudyPoint(name, "-", [], path, MISSING, detail))
         return stage
+
+    @staticmethod
+    def _fits_fresh(path: Path, stages: list[Stage]) -> bool:
+        from .fits import inputs_digest, stored_digest, tables
+        from .spec import model_size
+
+        return stored_digest(path) == inputs_digest(*tables(stages, model_size))
 
     def plan(self) -> list[Stage]:
         """Every stage, in order."""
@@ -360,7 +372,9 @@ class Planner:
         distill = self.distill(cells, ensembles, text)
         out = Path(spec.out).expanduser().resolve()
         fits = self.own_output("fits", out / "fits" / "fits.json",
-                               [standard, regularized, ensemble, evaluation])
+                               [standard, regularized, ensemble, evaluation],
+                               fresh=lambda path: self._fits_fresh(
+                                   path, [standard, regularized, evaluation]))
         report = self.own_output("report", out / "report" / "summary.md",
                                  [fits, text_stage, distill],
                                  "no runner writes it yet (docs/study.md)")

@@ -109,3 +109,9 @@ def test_the_fits_stage_writes_fits_json_where_the_plan_looks(tmp_path):
     assert path == tmp_path.resolve() / "fits" / "fits.json"
     out = json.loads(path.read_text())
     assert "65536" in out["laws_in_N"]["standard"] and out["tiered"] is None
+    # The plan sees fits.json as done while its inputs are the same, stale once they change.
+    from asymptote.launch.study.stages import Planner
+
+    assert Planner._fits_fresh(path, stages)
+    stages[0].points[0].loss = 5.0
+    assert not Planner._fits_fresh(path, stages)
