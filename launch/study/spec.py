@@ -456,6 +456,10 @@ def validate(spec: StudySpec) -> list[str]:
     bad = [o for o in r.overrides if "=" not in o]
     if bad:
         problems.append(f"run.overrides must be asymptote-train key=value overrides: {bad}")
+    owned = [o for o in r.overrides if "=" in o and _study_owns(o.split("=", 1)[0].lstrip("+~"))]
+    if owned:
+        problems.append(f"run.overrides {owned} set keys the study sets itself (its grids, "
+                        "recipes and folders); change the study's own fields instead")
     s = spec.standard
     if not s.weight_decay >= 0:
         problems.append(f"standard.weight_decay={s.weight_decay} must be >= 0")
@@ -492,6 +496,18 @@ def validate(spec: StudySpec) -> list[str]:
     if spec.launcher.slurm.timeout_min < 1 or spec.launcher.slurm.nodes < 1:
         problems.append("launcher.slurm.timeout_min and launcher.slurm.nodes must be >= 1")
     return problems
+
+
+# Keys of a run the study sets from its own fields: an override of one would silently replace
+# a grid value or move a run folder.
+STUDY_KEYS = ("job", "model", "out", "name", "data.seed_tokens", "data.corpus", "data.tokenizer",
+              "data.vocab_size", "data.val_sequences", "optim.lr", "optim.weight_decay",
+              "train.epochs", "train.global_batch", "train.micro_batch", "train.eval_every",
+              "train.ckpt_every", "ensemble", "distill", "generate", "hydra")
+
+
+def _study_owns(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in STUDY_KEYS)
 
 
 def _grid_names(problems: list[str], key: str, names: list[str]) -> None:

@@ -99,6 +99,9 @@ def test_values_no_run_could_use():
     assert "run.global_batch: Value 'many'" in refused("run.global_batch=many")
     assert "launcher.kind='pbs'" in refused("launcher.kind=pbs")
     assert "not a finite number" in refused("standard.lr=[.inf]")
+    owned = refused("run.overrides=[optim.lr=0.1,parallel.tp=1,ensemble.k_max=2]")
+    assert "['optim.lr=0.1', 'ensemble.k_max=2'] set keys the study sets itself" in owned
+    assert load_spec("miniature", ["run.overrides=[parallel.tp=1,optim.beta2=0.99]"])
 
 
 def test_every_problem_is_listed_at_once():
