@@ -1,7 +1,8 @@
 """``asymptote fit <table.csv> --law power --x <col> --y <col>``: fit a law to any table.
 
 Prints (or writes) a JSON record: parameters, bootstrap intervals, R^2, the extrapolation
-check, and for three-input laws the optimal split of requested budgets. This is how published
+check, warnings (also printed to stderr; among them parameters the data leave undetermined),
+optional objective profiles, and for three-input laws the optimal split of requested budgets. This is how published
 numbers are refitted without a sweep. Heavy imports happen inside :func:`run`.
 """
 
@@ -28,6 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="bootstrap random seed")
     parser.add_argument("--split", action="append", default=[], metavar="N:TOTAL",
                         help="three-input laws L(N, D, D'): optimal split of budget TOTAL for size N (may repeat)")
+    parser.add_argument("--tie-rtol", type=float, default=1e-3,
+                        help="objectives within this fraction of the best count as tied when testing whether the data "
+                             "determine each parameter (default 1e-3)")
+    parser.add_argument("--profile", action="append", default=[], metavar="PARAM",
+                        help="profile the objective over this free parameter (may repeat)")
+    parser.add_argument("--profile-points", type=int, default=25, help="values per profile (default 25)")
     parser.add_argument("--law-file", action="append", default=[], help="Python file registering extra laws (may repeat)")
     parser.add_argument("--out", default=None, help="write the JSON here instead of stdout")
 
@@ -57,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from .fit import _jsonable, extrapolation_check, fit
     from .lawfile import load_law_files
     from .laws import get_law
+    from .profile import profile
     from .split import break_even, break_even_interval, optimal_split
 
     try:
@@ -91,12 +99,15 @@ def run(args: argparse.Namespace) -> int:
         X = tuple(pd.to_numeric(table[c], errors="coerce").to_numpy(float) / args.x_unit for c in cols)
         y = pd.to_numeric(table[args.y], errors="coerce").to_numpy(float)
         fixed = {k: float(v) for k, v in _pairs(args.fix, "--fix")}
-        result = fit(law, X, y, loss=args.loss, delta=args.delta, fixed=fixed)
+        result = fit(law, X, y, loss=args.loss, delta=args.delta, fixed=fixed, tie_rtol=args.tie_rtol)
         if args.boot:
             bootstrap(result, n=args.boot, level=args.level, seed=args.seed, method=args.method)
         extrapolation_check(result)
         out = result.to_dict()
         out["columns"] = {"x": dict(zip(law.inputs, cols)), "y": args.y, "x_unit": args.x_unit}
+        if args.profile:
+            out["profiles"] = [profile(result, name, n=args.profile_points).to_dict(args.tie_rtol)
+                               for name in args.profile]
         if args.split:
             splits = []
             for spec in args.split:
@@ -114,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
     except AnalysisError as exc:
         print(f"asymptote fit: {exc}", file=sys.stderr)
         return 1
+    for note in result.warnings:  # seen even when the JSON goes to a file
+        print(f"asymptote fit: warning: {note}", file=sys.stderr)
     if args.out:
         with open(args.out, "w") as f:
             f.write(text + "\n")

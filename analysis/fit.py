@@ -2,8 +2,10 @@
 
 Default objective: Huber loss (``delta`` 1e-3) on log residuals ``log(prediction) - log(y)``,
 minimised with bounded L-BFGS-B. The objective is evaluated at every point of a starting grid at
-once (vectorised), and L-BFGS-B runs from the best few grid points; positive scale parameters
-(``A``, ``B``...) are optimised as logarithms. ``loss="ls"`` instead minimises plain squared
+once (vectorised; the grid spans each bounded parameter's whole range, see ``Law.grid``), and
+L-BFGS-B runs from the best few grid points; positive scale parameters (``A``, ``B``...) are
+optimised as logarithms. Points tied with the optimum (objective within ``TIE_RTOL``) but far
+from it in some parameter make that parameter *undetermined*: a warning with the tied range. ``loss="ls"`` instead minimises plain squared
 residuals with ``scipy.optimize.least_squares`` (what ``curve_fit`` with bounds does), to compare
 with published fits. Quality: R^2 on the loss scale and an extrapolation check (fit without the
 largest x, predict it). Intervals: :mod:`.bootstrap`.
@@ -24,6 +26,12 @@ from .threads import single_blas_thread
 
 HUBER_DELTA = 1e-3
 """Default Huber threshold on log residuals (Hoffmann et al.; Besiroglu et al.)."""
+
+TIE_RTOL = 1e-3
+"""Objectives within this fraction of the best one count as tied (see :func:`undetermined`)."""
+
+TIE_FACTOR = 1.5
+"""Tied parameter values further apart than this factor leave the parameter undetermined."""
 
 
 def _as_inputs(law: Law, X) -> tuple[np.ndarray, ...]:
@@ -106,6 +114,17 @@ class Problem:
             x = float(params[p])
             v.append(math.log(max(x, 1e-300)) if lg else x)
         return np.clip(np.array(v), self.lo, self.hi)
+
+    def phi_many(self, rows: Sequence[Mapping[str, float]]) -> np.ndarray:
+        """:meth:`phi` of many parameter dicts at once (rows of the result)."""
+        if not rows:
+            return np.zeros((0, len(self.free)))
+        cols = {p: np.array([float(r[p]) for r in rows]) for p in self.free}
+        for coef, (x0, expo) in self.scaling.items():
+            cols[coef] = cols[coef] * x0 ** (-cols[expo])
+        v = np.column_stack([cols[p] for p in self.free])
+        v[:, self.is_log] = np.log(np.maximum(v[:, self.is_log], 1e-300))
+        return np.clip(v, self.lo, self.hi)
 
     def _args(self, theta: np.ndarray) -> list:
         args = list(self._base)
@@ -202,7 +221,14 @@ class Problem:
         return value, grad
 
     def values_many(self, phis: np.ndarray) -> np.ndarray:
-        """Objective at many coordinate vectors (rows), vectorised when the law broadcasts."""
+        """Objective at many coordinate vectors (rows), vectorised when the law broadcasts; in
+        chunks of about 2^20 predictions so a large grid on many points stays small in memory."""
+        rows = max(1, (1 << 20) // max(1, self.y.size))
+        if phis.shape[0] > rows:
+            return np.concatenate([self._values_chunk(phis[i:i + rows]) for i in range(0, phis.shape[0], rows)])
+        return self._values_chunk(phis)
+
+    def _values_chunk(self, phis: np.ndarray) -> np.ndarray:
         thetas = np.where(self.is_log[None, :], np.exp(np.clip(phis, -700, 700)), phis)
         k = phis.shape[0]
         cols = {p: thetas[:, i][:, None] for i, p in enumerate(self.free)}
@@ -231,31 +257,29 @@ class Problem:
     # -- solvers
     def solve(self, starts: Sequence[Mapping[str, float]], maxiter: int = 2000):
         """Best local optimum over the given starts: (phi, objective, success, message)."""
+        return min(self.solve_all(starts, maxiter), key=lambda c: c[1])
+
+    def solve_all(self, starts: Sequence[Mapping[str, float]], maxiter: int = 2000) -> list[tuple]:
+        """The local optimum reached from each start, in order: (phi, objective, success, message)."""
         from scipy.optimize import least_squares, minimize
 
-        with single_blas_thread(), np.errstate(all="ignore"):
-            return self._solve(starts, maxiter, least_squares, minimize)
-
-    def _solve(self, starts, maxiter, least_squares, minimize):
         if not self.free:  # everything fixed: evaluate only
             phi = np.zeros(0)
-            return phi, self.value_grad(phi)[0], True, "all parameters fixed"
-        best = None
+            with np.errstate(all="ignore"):
+                return [(phi, self.value_grad(phi)[0], True, "all parameters fixed")]
+        with single_blas_thread(), np.errstate(all="ignore"):
+            return [self._local(self.phi(s), maxiter, least_squares, minimize) for s in starts]
+
+    def _local(self, phi0, maxiter, least_squares, minimize):
+        if self.loss != "huber":
+            return self._solve_ls(phi0, least_squares)
         bounds = list(zip(np.where(np.isfinite(self.lo), self.lo, None), np.where(np.isfinite(self.hi), self.hi, None)))
-        for start in starts:
-            phi0 = self.phi(start)
-            if self.loss == "huber":
-                res = minimize(self.value_grad, phi0, jac=True, method="L-BFGS-B", bounds=bounds,
-                               options={"maxiter": maxiter, "ftol": 1e-14, "gtol": 1e-10})
-                success, message = bool(res.success), str(res.message)
-                if not success and "ABNORMAL" in message and self._stationary(res.x, res.jac, float(res.fun)):
-                    success, message = True, "converged (line search stopped at machine precision)"
-                cand = (res.x, float(res.fun), success, message)
-            else:
-                cand = self._solve_ls(phi0, least_squares)
-            if best is None or cand[1] < best[1]:
-                best = cand
-        return best
+        res = minimize(self.value_grad, phi0, jac=True, method="L-BFGS-B", bounds=bounds,
+                       options={"maxiter": maxiter, "ftol": 1e-14, "gtol": 1e-10})
+        success, message = bool(res.success), str(res.message)
+        if not success and "ABNORMAL" in message and self._stationary(res.x, res.jac, float(res.fun)):
+            success, message = True, "converged (line search stopped at machine precision)"
+        return res.x, float(res.fun), success, message
 
     def _stationary(self, phi: np.ndarray, grad: np.ndarray, value: float, tol: float = 1e-3) -> bool:
         """Projected gradient small: components pushing against an active bound do not count.
@@ -324,7 +348,11 @@ class FitResult:
     n_starts: int = 0
     """Grid points evaluated for starting values."""
     warnings: list[str] = field(default_factory=list)
-    """Caveats (dropped rows, exactly determined, parameters at bounds...)."""
+    """Caveats (dropped rows, exactly determined, parameters at bounds, undetermined...)."""
+    tie_rtol: float = TIE_RTOL
+    """Relative objective gap under which other evaluated points count as tied with the optimum."""
+    undetermined: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Free parameters the data leave undetermined: (lowest, highest) value among tied points."""
     boot: object | None = None
     """:class:`.bootstrap.Bootstrap` once intervals were computed."""
     extrapolation: dict | None = None
@@ -370,7 +398,8 @@ class FitResult:
             "delta": self.delta if self.loss == "huber" else None, "n_points": self.n, "n_free": self.n_free,
             "objective": self.objective, "r2": self.r2, "rmse": self.rmse, "success": self.success,
             "message": self.message, "exactly_determined": self.exactly_determined,
-            "asymptote": self.asymptote, "warnings": list(self.warnings),
+            "asymptote": self.asymptote, "warnings": list(self.warnings), "tie_rtol": self.tie_rtol,
+            "undetermined": {k: list(v) for k, v in self.undetermined.items()},
         }
         if self.boot is not None:
             out["bootstrap"] = self.boot.to_dict()
@@ -432,23 +461,103 @@ def prepare(law: Law | str, X, y, loss: str = "huber", fixed: Mapping[str, float
 
 def fit(law: Law | str, X, y, loss: str = "huber", delta: float = HUBER_DELTA,
         fixed: Mapping[str, float] | None = None, starts: Sequence[Mapping[str, float]] | None = None,
-        n_local: int = 6, grid_limit: int = 4096) -> FitResult:
+        n_local: int = 6, grid_limit: int = 4096, tie_rtol: float = TIE_RTOL,
+        tie_factor: float = TIE_FACTOR) -> FitResult:
     """Fit ``law`` to inputs ``X`` (array, tuple of arrays, or {input: array}) and targets ``y``.
 
-    The starting grid (``law.start``, plus any ``starts`` given) is evaluated at once; local
-    optimisation runs from the ``n_local`` best grid points (and from every explicit start).
+    The starting grid (``law.grid``: the law's values plus values covering each bounded range,
+    plus any ``starts`` given) is evaluated at once; local optimisation runs from the ``n_local``
+    best grid points (and from every explicit start). Every evaluated point whose objective is
+    within ``tie_rtol`` of the best then tests whether the data determine each parameter
+    (:func:`undetermined`).
     """
     law, X, y, notes = prepare(law, X, y, loss, fixed)
     problem = Problem(law, X, y, loss, delta, fixed)
     grid = law.grid(X, y, fixed, limit=grid_limit) if problem.free else []
     chosen = list(starts or []) or ([dict(problem.fixed)] if not problem.free else [])
+    phis, vals = np.zeros((0, len(problem.free))), np.zeros(0)
     if grid:
-        phis = np.array([problem.phi(g) for g in grid])
+        phis = problem.phi_many(grid)
         vals = problem.values_many(phis)
         order = np.argsort(vals, kind="stable")[:n_local]
         chosen += [grid[i] for i in order if np.isfinite(vals[i])] or [grid[int(order[0])]]
-    phi, obj, success, message = problem.solve(chosen)
-    return _result(problem, phi, obj, success, message, notes, len(grid))
+    optima = problem.solve_all(chosen)
+    phi, obj, success, message = min(optima, key=lambda c: c[1])
+    out = _result(problem, phi, obj, success, message, notes, len(grid))
+    if problem.free:
+        found = optima + _probe_extremes(problem, phis, vals, tie_rtol, tie_factor)
+        points = np.vstack([phis] + [o[0][None, :] for o in found])
+        values = np.concatenate([vals, [o[1] for o in found]])
+        _flag_undetermined(out, problem, points, values, tie_rtol, tie_factor)
+    return out
+
+
+def _probe_extremes(problem: Problem, phis: np.ndarray, vals: np.ndarray, rtol: float, factor: float) -> list[tuple]:
+    """Local optima with one parameter held at the lowest or highest value it takes among the
+    grid points tied with the best grid point, for parameters whose tied grid values lie far
+    apart: grid points are unpolished, so a parameter the data ignore would otherwise look
+    determined wherever the polished optimum beats every grid point. Returns (phi, objective)
+    pairs in ``problem``'s coordinates."""
+    ok = np.isfinite(vals)
+    if not ok.any():
+        return []
+    best = float(vals[ok].min())
+    near = phis[ok & (vals <= best + rtol * abs(best))]
+    if len(near) < 2:
+        return []
+    rows = [problem.params(p) for p in near]
+    out = []
+    for name in problem.free:
+        v = np.array([r[name] for r in rows])
+        if not _far_apart(v, factor):
+            continue
+        for i in {int(v.argmin()), int(v.argmax())}:
+            sub = Problem(problem.law, problem.X_orig, problem.y, problem.loss, problem.delta,
+                          {**problem.fixed, name: float(v[i])})
+            phi, obj, _, _ = sub.solve([rows[i]])
+            out.append((problem.phi(sub.params(phi)), obj))
+    return out
+
+
+def undetermined(problem: Problem, points: np.ndarray, values: np.ndarray, best: float,
+                 rtol: float = TIE_RTOL, factor: float = TIE_FACTOR) -> dict[str, tuple[float, float]]:
+    """Free parameters whose values among the tied points (objective <= best * (1 + rtol);
+    ``points`` in optimiser coordinates) lie further apart than ``factor``: {name: (low, high)}.
+
+    Every tied point was evaluated, so each reported value is attained within the tolerance;
+    the true range can only be wider.
+    """
+    tied = points[np.isfinite(values) & (values <= best + rtol * abs(best))]
+    if len(tied) < 2:
+        return {}
+    table = [problem.params(p) for p in tied]
+    out = {}
+    for name in problem.free:
+        v = np.array([row[name] for row in table])
+        if _far_apart(v, factor):
+            out[name] = (float(v.min()), float(v.max()))
+    return out
+
+
+def _far_apart(v: np.ndarray, factor: float) -> bool:
+    """Positive values: a ratio above ``factor``; otherwise a spread above (factor - 1) times
+    the largest magnitude (the same idea for parameters that may be zero or negative)."""
+    lo, hi = float(v.min()), float(v.max())
+    if lo > 0:
+        return hi > factor * lo
+    scale = float(np.max(np.abs(v)))
+    return hi - lo > max((factor - 1.0) * scale, 1e-12)
+
+
+def _flag_undetermined(out: FitResult, problem: Problem, points, values, rtol: float, factor: float) -> None:
+    """Record undetermined parameters on ``out`` with one warning each."""
+    out.tie_rtol = float(rtol)
+    out.undetermined = undetermined(problem, points, values, out.objective, rtol, factor)
+    for name, (lo, hi) in out.undetermined.items():
+        out.warnings.append(
+            f"{name} is not determined by these data: values from {lo:.4g} to {hi:.4g} fit within "
+            f"{100 * rtol:g}% of the best objective (best fit {out.params[name]:.4g}); quote that range, "
+            "not the single value")
 
 
 def _result(problem: Problem, phi, obj, success, message, notes, n_starts) -> FitResult:
@@ -516,7 +625,7 @@ def start_pool(result: FitResult, size: int = 64) -> np.ndarray:
     grid = result.law.grid(result.X, result.y, result.fixed)
     if not grid:
         return np.zeros((0, len(problem.free)))
-    phis = np.array([problem.phi(g) for g in grid])
+    phis = problem.phi_many(grid)
     vals = problem.values_many(phis)
     return phis[np.argsort(vals, kind="stable")[:size]]
 

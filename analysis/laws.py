@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
@@ -51,7 +52,8 @@ class Law:
     bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     """(low, high) per parameter; missing ones default to (0, inf)."""
     start: Starts | Callable[[tuple[np.ndarray, ...], np.ndarray], Starts] | None = None
-    """Starting values per parameter for the grid (or a function of the data returning them)."""
+    """Starting values per parameter for the grid (or a function of the data returning them);
+    parameters with finite bounds also get values spread over the whole range (:meth:`grid`)."""
     log_scale: frozenset[str] = frozenset()
     """Parameters optimised as logarithms (positive scales spanning orders of magnitude)."""
     asymptote: str | None = None
@@ -75,36 +77,77 @@ class Law:
         """Prediction at inputs ``X`` (one array per input) for a parameter dict."""
         return np.asarray(self.func(*X, *(params[p] for p in self.params)), dtype=float)
 
-    def starts(self, X: tuple[np.ndarray, ...], y: np.ndarray) -> dict[str, list[float]]:
-        """Starting values per parameter for data (X, y); bounds' midpoints where none given."""
+    def starts(self, X: tuple[np.ndarray, ...], y: np.ndarray, n_cover: int = 3) -> dict[str, list[float]]:
+        """Starting values per parameter for data (X, y): the law's own values plus ``n_cover``
+        values spread over each finite bounded range (see :func:`cover`)."""
+        return self._with_cover(self._given(X, y), n_cover)
+
+    def _given(self, X, y) -> dict:
         with np.errstate(all="ignore"):  # data-driven guesses may divide by zero on odd inputs
-            given = self.start(X, y) if callable(self.start) else (self.start or {})
+            return dict(self.start(X, y) if callable(self.start) else (self.start or {}))
+
+    def _with_cover(self, given: Mapping, n_cover: int) -> dict[str, list[float]]:
         out = {}
         for p in self.params:
-            if p in given:
-                vals = [float(v) for v in np.atleast_1d(given[p])]
-            else:
-                lo, hi = self.bound(p)
-                if np.isfinite(lo) and np.isfinite(hi):
-                    vals = list(np.linspace(lo, hi, 5)[1:-1])
-                elif np.isfinite(lo):
-                    vals = [lo + 0.5, lo + 1.0, lo + 2.0] if lo > -np.inf else [1.0]
-                else:
-                    vals = [0.0, 1.0]
-            out[p] = vals
+            lo, hi = self.bound(p)
+            vals = [float(v) for v in np.atleast_1d(given[p])] if p in given else []
+            if np.isfinite(lo) and np.isfinite(hi):
+                vals += cover(lo, hi, n_cover, log=p in self.log_scale and lo > 0)
+            elif not vals:
+                vals = [lo + 0.5, lo + 1.0, lo + 2.0] if np.isfinite(lo) else [0.0, 1.0]
+            out[p] = sorted({v for v in vals if np.isfinite(v)})
         return out
 
     def grid(self, X, y, fixed: Mapping[str, float] | None = None, limit: int = 4096, seed: int = 0) -> list[dict]:
-        """Starting grid: the product of :meth:`starts` over free parameters (sub-sampled to
-        ``limit`` points with a fixed seed when larger)."""
+        """Starting grid: the product of :meth:`starts` over free parameters, with as many values
+        per bounded range as keep it within ``limit`` points (at least 3 each; a larger product
+        is sub-sampled to ``limit`` points with a fixed seed, each value then appearing in about
+        ``limit / (values of its parameter)`` of them)."""
         fixed = dict(fixed or {})
-        values = self.starts(X, y)
         free = [p for p in self.params if p not in fixed]
-        combos = list(itertools.product(*(values[p] for p in free)))
-        if len(combos) > limit:
-            pick = np.random.default_rng(seed).choice(len(combos), size=limit, replace=False)
-            combos = [combos[i] for i in sorted(pick)]
-        return [{**fixed, **dict(zip(free, c))} for c in combos]
+        given = self._given(X, y)
+        values = self._with_cover(given, 3)
+        for k in range(MAX_COVER, 3, -1):  # the densest coverage that fits the budget
+            trial = self._with_cover(given, k)
+            if math.prod(len(trial[p]) for p in free) <= limit:
+                values = trial
+                break
+        axes = [values[p] for p in free]
+        return [{**fixed, **dict(zip(free, c))} for c in _product_sample(axes, limit, seed)]
+
+
+MAX_COVER = 64
+"""Most values per bounded parameter in the starting grid (1.2x apart over 5 decades)."""
+
+
+def cover(lo: float, hi: float, n: int, log: bool = False) -> list[float]:
+    """``n`` values at the centres of equal slices of [lo, hi], in log space when ``log``.
+
+    Centres, not ends: a bound is often a degenerate value (an exponent of 0) where the
+    optimiser's gradient says nothing useful.
+    """
+    if n <= 0:
+        return []
+    t = (np.arange(n) + 0.5) / n
+    if log:
+        return [float(v) for v in np.exp(np.log(lo) + t * (np.log(hi) - np.log(lo)))]
+    return [float(v) for v in lo + t * (hi - lo)]
+
+
+def _product_sample(axes: list[list[float]], limit: int, seed: int) -> list[tuple[float, ...]]:
+    """The product of ``axes`` in itertools order, or ``limit`` points of it drawn without
+    replacement (seeded) when larger; drawn by index so the product is never built."""
+    sizes = [len(a) for a in axes]
+    total = math.prod(sizes)
+    if total <= limit:
+        return list(itertools.product(*axes))
+    rng = np.random.default_rng(seed)
+    if total < 2**62:
+        pick = np.sort(rng.choice(total, size=limit, replace=False))
+        idx = np.unravel_index(pick, sizes)
+    else:  # beyond int64: independent draws per axis (a repeat is then negligible)
+        idx = [rng.integers(0, s, limit) for s in sizes]
+    return [tuple(axes[d][int(i)] for d, i in enumerate(row)) for row in zip(*idx)]
 
 
 LAWS: dict[str, Law] = {}

@@ -91,6 +91,31 @@ def test_fit_command_user_law_file_and_split(tmp_path, capsys):
     assert 0 < s["fraction"] < 1 and s["gain"] > 0 and s["break_even_total"] < 1e11
 
 
+def test_fit_command_warns_about_an_undetermined_parameter_and_profiles_it(tmp_path, capsys):
+    from asymptote.analysis.laws import get_law
+
+    fixed = {"A": 520.82, "B": 1487.72, "E": 1.8691, "alpha": 0.3526596, "beta": 0.3526596}
+    N = np.repeat(np.geomspace(5e6, 3e7, 4), 6)  # all below the compute-optimal size: R_N* never acts
+    D = np.full(N.size, 1e9)
+    ep = np.tile([1.0, 2.0, 4.0, 10.0, 20.0, 40.0], 4)
+    y = get_law("data_constrained").predict([N, D, ep], {**fixed, "rd_star": 15.4, "rn_star": 5.3})
+    path = tmp_path / "dc.csv"
+    pd.DataFrame({"n": N, "u": D, "epochs": ep, "loss": y * np.exp(np.random.default_rng(0).normal(0, 0.002, y.size))}
+                 ).to_csv(path, index=False)
+    args = ["fit", str(path), "--law", "data_constrained", "--x", "n", "--x", "u", "--x", "epochs", "--y", "loss",
+            "--boot", "0", "--profile", "rn_star", "--profile-points", "5", "--out", str(tmp_path / "fit.json")]
+    code = main(args + [x for k, v in fixed.items() for x in ("--fix", f"{k}={v}")])
+    err = capsys.readouterr().err
+    doc = json.loads((tmp_path / "fit.json").read_text())
+    assert code == 0
+    assert "warning: rn_star is not determined" in err and "rd_star is not determined" not in err
+    assert set(doc["undetermined"]) == {"rn_star"} and doc["tie_rtol"] == 1e-3
+    assert any(w.startswith("rn_star is not determined") for w in doc["warnings"])
+    (prof,) = doc["profiles"]
+    assert prof["name"] == "rn_star" and len(prof["values"]) == 5
+    assert prof["tied_range"] == [prof["values"][0], prof["values"][-1]]
+
+
 def test_cli_modules_never_import_torch(demo_sweep, tmp_path):
     root, _ = demo_sweep
     code = textwrap.dedent(f'''
