@@ -6,10 +6,11 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from asymptote.launch.app.register import tasks_per_node
+from asymptote.launch.app.register import register_all, tasks_per_node
 
 
 def _launcher(*overrides: str):
+    register_all()  # the `job` group and the launchers live in Hydra's ConfigStore
     with initialize_config_module("asymptote.launch.conf", version_base="1.3"):
         cfg = compose("config", overrides=["hydra/launcher=slurm", *overrides],
                       return_hydra_config=True)

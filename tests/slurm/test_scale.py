@@ -76,19 +76,24 @@ def test_sbatch_is_retried_while_the_controller_is_busy(slurm_env, data_cache, t
     assert set(rows.values()) == {"JobHeldUser"}
 
 
-def test_a_large_sweep_is_one_array_and_status_asks_once(slurm_env, data_cache, tmp_path,
-                                                         monkeypatch, cancel):
+def test_a_large_sweep_fills_the_clusters_arrays_and_status_asks_once(slurm_env, data_cache,
+                                                                      tmp_path, monkeypatch,
+                                                                      cancel):
+    """300 held points: as few arrays as the cluster's MaxArraySize allows (one sbatch each),
+    and `asymptote status` asks squeue once and sacct once for all of them."""
     from asymptote.launch.app.status import sweep_status
     from asymptote.slurm import scheduler
 
     n = 300
+    per_array = slurm_env.max_array_size  # the test cluster's limit (small, to exercise splits)
     values = ",".join(f"{0.001 * (i + 1):.3f}" for i in range(n))
     out = tmp_path / "runs"
     cancel(out)
-    run_train(data_cache, "-m", f"out={out}", "model=tiny", *HELD,
-              f"hydra.launcher.max_array_size={n}", f"optim.weight_decay={values}")
+    run_train(data_cache, "-m", f"out={out}", "model=tiny", *HELD, f"optim.weight_decay={values}")
     rec = record(out)
-    assert [a["size"] for a in rec["arrays"]] == [n]
+    sizes = [a["size"] for a in rec["arrays"]]
+    assert sum(sizes) == n and max(sizes) <= per_array
+    assert len(sizes) == -(-n // per_array)
     assert len({p["run_name"] for p in rec["points"]}) == n
 
     calls = []
@@ -101,7 +106,8 @@ def test_a_large_sweep_is_one_array_and_status_asks_once(slurm_env, data_cache, 
     monkeypatch.setattr(scheduler, "_run", counting)
     rows, notes = sweep_status(out)
     assert notes == []
-    assert [c[0] for c in calls] == ["squeue", "sacct"], calls
-    assert calls[0][calls[0].index("-j") + 1] == rec["arrays"][0]["job_id"]
+    assert [c[0] for c in calls] == ["squeue", "sacct"], [c[:3] for c in calls]
+    asked = set(calls[0][calls[0].index("-j") + 1].split(","))
+    assert asked == {a["job_id"] for a in rec["arrays"]}
     assert len(rows) == n and {r.state for r in rows} == {"PENDING"}
     assert {r.detail for r in rows} == {"JobHeldUser"}
