@@ -114,8 +114,9 @@ def status_times(out: Path, env: dict, repeats: int) -> dict:
     return {"runs_s": times, "median_s": statistics.median(times), "summary": summary}
 
 
-def machine() -> dict:
-    proc = subprocess.run(["sbatch", "--version"], capture_output=True, text=True)
+def machine(env: dict) -> dict:
+    # sbatch reads the cluster's slurm.conf even for --version: ask with the cluster's env.
+    proc = subprocess.run(["sbatch", "--version"], capture_output=True, text=True, env=env)
     sbatch = proc.stdout or proc.stderr
     return {"cpus": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "slurm": sbatch.strip(),
@@ -173,7 +174,6 @@ def main() -> None:
         print(f"starting a cluster in {args.state_dir} ...", flush=True)
         info = cluster_up(args.state_dir, max_array_size=max(10001, args.points + 1),
                           port_base=args.port_base)
-    results = {"points": args.points, "machine": machine(), "runs": []}
     work = Path(tempfile.mkdtemp(prefix="bench-submit-"))
     wrapper_dir = work / "bin"
     wrapper_dir.mkdir()
@@ -183,6 +183,7 @@ def main() -> None:
     (wrapper_dir / "sbatch").chmod(0o755)
     env = info.env(dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore",
                         PATH=f"{wrapper_dir}{os.pathsep}{os.environ['PATH']}"))
+    results = {"points": args.points, "machine": machine(env), "runs": []}
     submitted = []
     try:
         for repeat in range(args.repeats):
