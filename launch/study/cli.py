@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             help="comma-separated stages to run (default: all that can run)")
             sp.add_argument("--max-runs", type=int, default=None,
                             help="stop after this many points")
+            sp.add_argument("--parallel", type=int, default=1,
+                            help="local points to run at once (one core each with "
+                                 "OMP_NUM_THREADS=1; default 1)")
 
 
 def _stages(args):
@@ -84,7 +87,8 @@ def _run(args) -> int:
         return 2
     logs = Path(spec.out).expanduser().resolve() / "logs"
     with Placer() as placer:
-        outcome = run_study(spec, placer, train_subprocess(logs), only, args.max_runs)
+        outcome = run_study(spec, placer, train_subprocess(logs), only, args.max_runs,
+                            parallel=args.parallel)
     print(format_plan(outcome.stages, points=False))
     print(f"ran {len(outcome.ran)} point(s), {len(outcome.failed)} failed; logs in {logs}")
     if outcome.stopped:

@@ -5,8 +5,8 @@ Every point runs as `asymptote-train <its overrides>` would, in its content-addr
 so a second `study run` skips everything that finished and runs only what is missing or
 failed. A point that fails is not retried within the same invocation: the batch it belongs to
 is finished, then the run stops and says which points failed (fix, then run again). When every
-input of the fits stage is done, it is computed here (fits.py: <out>/fits/fits.json); the
-report stage has no runner yet, and the run stops before it and says so.
+input of the fits stage is done, it is computed here (fits.py: <out>/fits/fits.json), and
+then the report (report.py: <out>/report/summary.md, plots, TensorBoard).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -47,9 +48,12 @@ def runnable(stage: Stage, attempted: set) -> list[StudyPoint]:
 
 def run_study(spec: StudySpec, placer, launch: Callable[[StudyPoint], bool],
               only: set[str] | None = None, max_runs: int | None = None,
-              say: Callable[[str], None] = print) -> Outcome:
+              say: Callable[[str], None] = print, parallel: int = 1) -> Outcome:
     """Run the study's points stage by stage (`only`: these stages; `max_runs`: at most this
-    many points), planning again after each batch; `launch(point)` runs one, True on success."""
+    many points; `parallel`: this many at once), planning again after each batch;
+    `launch(point)` runs one, True on success."""
+    if parallel < 1:
+        raise ValueError(f"parallel={parallel}: run at least one point at a time")
     if spec.launcher.kind != "local":
         raise NotImplementedError("study run submits nothing to SLURM yet: set "
                                   "launcher.kind=local, or submit the points `asymptote study "
@@ -65,12 +69,14 @@ def run_study(spec: StudySpec, placer, launch: Callable[[StudyPoint], bool],
             batch = runnable(stage, attempted)
             if batch:
                 break
-        fits = next(s for s in stages if s.name == "fits")
-        if not batch and fits.points and fits.points[0].state == MISSING and (
-                only is None or "fits" in only):
-            say("stage fits: fitting")
-            write_study_fits(spec, stages)
-            continue
+        if not batch:
+            own = next((s for s in stages if s.name in OWN_OUTPUTS and s.points
+                        and s.points[0].state == MISSING and (only is None or s.name in only)),
+                       None)
+            if own is not None:
+                say(f"stage {own.name}: writing {own.points[0].folder}")
+                OWN_OUTPUTS[own.name](spec, stages)
+                continue
         if not batch:
             blocked = [f"{s.name}: {p.label}" for s in stages for p in s.points
                        if p.state == BLOCKED]
@@ -79,27 +85,38 @@ def run_study(spec: StudySpec, placer, launch: Callable[[StudyPoint], bool],
             if blocked:
                 outcome.stopped = "refused by their jobs' checks: " + "; ".join(blocked)
             elif left:
-                outcome.stopped = ("nothing more can run now; not done: " + ", ".join(left)
-                                   + " (the report has no runner yet, docs/study.md)")
+                outcome.stopped = "nothing more can run now; not done: " + ", ".join(left)
             return outcome
         say(f"stage {stage.name}: {len(batch)} point(s) to run")
+        if max_runs is not None:
+            batch = batch[:max(0, max_runs - len(outcome.ran))]
         for point in batch:
-            if max_runs is not None and len(outcome.ran) >= max_runs:
-                outcome.stopped = f"--max-runs {max_runs} reached"
-                return outcome
             attempted.add(tuple(point.overrides))
-            start = time.time()
-            ok = launch(point)
-            outcome.ran.append(point)
-            say(f"  {'done  ' if ok else 'FAILED'} {point.label} ({time.time() - start:.0f} s)"
-                f"  [{point.folder.name}]")
-            if not ok:
-                outcome.failed.append(point)
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
+            # Threads only wait on child processes; results are reported as they finish.
+            futures = {pool.submit(_timed, launch, point): point for point in batch}
+            for future in as_completed(futures):
+                point = futures[future]
+                ok, seconds = future.result()
+                outcome.ran.append(point)
+                say(f"  {'done  ' if ok else 'FAILED'} {point.label} ({seconds:.0f} s)"
+                    f"  [{point.folder.name}]")
+                if not ok:
+                    outcome.failed.append(point)
+        if max_runs is not None and len(outcome.ran) >= max_runs and not outcome.failed:
+            outcome.stopped = f"--max-runs {max_runs} reached"
+            outcome.stages = plan_study(spec, placer)
+            return outcome
         if outcome.failed:
             outcome.stopped = (f"{len(outcome.failed)} point(s) failed in stage {stage.name}; "
                                "see `asymptote study status`, fix, and run again")
             outcome.stages = plan_study(spec, placer)
             return outcome
+
+
+def _timed(launch: Callable[[StudyPoint], bool], point: StudyPoint) -> tuple[bool, float]:
+    start = time.time()
+    return launch(point), time.time() - start
 
 
 def write_study_fits(spec: StudySpec, stages: list[Stage]) -> Path:
@@ -111,6 +128,19 @@ def write_study_fits(spec: StudySpec, stages: list[Stage]) -> Path:
     result = study_fits(standard, regularized, ensembles, spec.fits.n_boot, spec.fits.level)
     result["inputs_digest"] = inputs_digest(standard, regularized, ensembles)
     return write_fits(Path(spec.out).expanduser().resolve() / "fits" / "fits.json", result)
+
+
+def write_study_report(spec: StudySpec, stages: list[Stage]) -> Path:
+    """The report stage: <out>/report/ from fits.json and the finished stages (report.py)."""
+    from .report import write_report
+    from .spec import model_size
+
+    out = Path(spec.out).expanduser().resolve()
+    return write_report(spec, stages, out / "fits" / "fits.json", out / "report", model_size)
+
+
+# The stages the study computes itself, by name, in plan order.
+OWN_OUTPUTS = {"fits": write_study_fits, "report": write_study_report}
 
 
 def train_subprocess(log_dir: Path) -> Callable[[StudyPoint], bool]:

@@ -27,6 +27,7 @@ from typing import Callable
 from ..errors import ConfigError
 from . import recipes
 from .grid import Axis, Decision, decide
+from .report import is_fresh as report_fresh
 from .spec import StudySpec
 from .state import BLOCKED, DONE, FAILED, MISSING, RUNNING, STATES, WAITING, point_state
 
@@ -294,7 +295,7 @@ class Planner:
         by_cell = {(c.model, c.tokens): c for c in cells}
         teacher = by_cell[(spec.teacher, tokens)]
         members = ensembles.get((spec.teacher, tokens))
-        items = []
+        items, metas = [], []  # metas: what each point is, for the report
         for student in d.students:
             own = by_cell.get((student, tokens))
             source = own if own is not None else teacher
@@ -307,8 +308,10 @@ class Planner:
                 stage.points.append(StudyPoint(
                     f"{student} plain (the regularized optimum)", source.optimum.job,
                     source.optimum.overrides, source.optimum.folder, source.optimum.state,
-                    source.optimum.detail, source.optimum.loss))
+                    source.optimum.detail, source.optimum.loss,
+                    {"student": student, "kind": "plain"}))
             else:
+                metas.append({"student": student, "kind": "plain"})
                 items.append((f"{student} plain", recipes.pretrain(
                     spec, student, tokens, recipe["optim.lr"], recipe["optim.weight_decay"],
                     recipe["train.epochs"])))
@@ -318,6 +321,7 @@ class Planner:
                                          + ("not known yet" if members is None
                                             else f"{_done_of(members)} members done"))
                 else:
+                    metas.append({"student": student, "kind": "logit"})
                     items.append((f"{student} logit alpha={_g(d.logit.alpha)} "
                                   f"T={_g(d.logit.temperature)}",
                                   recipes.distill_logit(spec, student, tokens, recipe,
@@ -328,11 +332,16 @@ class Planner:
                                          + (f"{_done_of(text)} shards done" if text
                                             else "not known yet"))
                 else:
+                    metas += [{"student": student, "kind": "sequence", "w": w}
+                              for w in d.sequence.weights]
                     items += [(f"{student} sequence w={_g(w)}",
                                recipes.distill_sequence(spec, student, tokens, recipe,
                                                         text[0].folder, w))
                               for w in d.sequence.weights]
-        stage.points += self._points(items)
+        points = self._points(items)
+        for p, m in zip(points, metas):
+            p.meta = m
+        stage.points += points
         return stage
 
     def own_output(self, name: str, path: Path, inputs: list[Stage], detail: str = "",
@@ -375,10 +384,12 @@ class Planner:
                                [standard, regularized, ensemble, evaluation],
                                fresh=lambda path: self._fits_fresh(
                                    path, [standard, regularized, evaluation]))
+        fits_path = out / "fits" / "fits.json"
+        stages = [standard, regularized, ensemble, evaluation, text_stage, distill, fits]
         report = self.own_output("report", out / "report" / "summary.md",
                                  [fits, text_stage, distill],
-                                 "no runner writes it yet (docs/study.md)")
-        return [standard, regularized, ensemble, evaluation, text_stage, distill, fits, report]
+                                 fresh=lambda path: report_fresh(path, stages, fits_path))
+        return stages + [report]
 
 
 def _phrase(state: str) -> str:
