@@ -66,11 +66,15 @@ def initialize(parallel: ParallelConfig, seed: int, timeout_minutes: int = 30) -
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29500")
     if not dist.is_initialized():
+        # One rank needs no rendezvous: an in-process store, so runs started side by side
+        # cannot race for a TCP port (a free port picked, released and taken by another run).
+        store = {"store": dist.HashStore()} if world == 1 else {}
         dist.init_process_group(
             backend=resolve_backend(parallel),
             rank=rank,
             world_size=world,
             timeout=datetime.timedelta(minutes=timeout_minutes),
+            **store,
         )
     ps.initialize_model_parallel(
         tensor_model_parallel_size=parallel.tp,

@@ -75,6 +75,10 @@ class AsymptoteSweeperConf(BasicSweeperConf):
     """Hydra's basic sweeper (`a=1,2 b=x,y`: every combination), see AsymptoteSweeper."""
 
     _target_: str = "hydra_plugins.asymptote_launchers.AsymptoteSweeper"
+    points_file: Optional[str] = None
+    """A JSON list of points, each a list of overrides, launched as one batch instead of the
+    combinations of the command line's sweeps (points that are not a grid, e.g. the stages of
+    `asymptote study`); the command line's own overrides apply to every point."""
 
 
 def register_launchers() -> None:
@@ -109,10 +113,11 @@ class AsymptoteSweeper(Sweeper):
     methods refer to."""
 
     def __init__(self, max_batch_size: Optional[int] = None,
-                 params: Optional[dict[str, str]] = None):
+                 params: Optional[dict[str, str]] = None, points_file: Optional[str] = None):
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
         self.basic = BasicSweeper(max_batch_size=max_batch_size, params=params)
+        self.points_file = points_file
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.basic.setup(hydra_context=hydra_context, task_function=task_function,
@@ -121,7 +126,32 @@ class AsymptoteSweeper(Sweeper):
             self.basic.validate_batch_is_legal = lambda batch: None
 
     def sweep(self, arguments: list[str]) -> Any:
-        return self.basic.sweep(arguments)
+        if self.points_file is None:
+            return self.basic.sweep(arguments)
+        import json
+
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from omegaconf import OmegaConf
+
+        from ..errors import ConfigError
+
+        sweeps = [o.input_line for o in OverridesParser.create().parse_overrides(arguments)
+                  if o.is_sweep_override()]
+        if sweeps:
+            raise ConfigError(f"hydra.sweeper.points_file lists the points: the command line "
+                              f"may not sweep too ({' '.join(sweeps)})")
+        points = json.loads(Path(self.points_file).read_text())
+        if not (isinstance(points, list) and points
+                and all(isinstance(p, list) and all(isinstance(o, str) for o in p)
+                        for p in points)):
+            raise ConfigError(f"{self.points_file}: expected a non-empty JSON list of points, "
+                              "each a list of override strings")
+        config = self.basic.config
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(config, sweep_dir / "multirun.yaml")
+        return [self.basic.launcher.launch([list(arguments) + p for p in points],
+                                           initial_job_idx=0)]
 
 
 def _points(launcher, job_overrides, initial_job_idx, check=None) -> list[SweepPoint]:

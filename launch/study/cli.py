@@ -27,13 +27,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             ("plan", "every stage and point, with the overrides still to run"),
                             ("status", "every stage and point with its state"),
                             ("run", "run what is missing or failed, stage by stage (local "
-                                    "launcher)")):
+                                    "launcher), or start the chain of SLURM jobs that does"),
+                            ("advance", "one step of the SLURM chain (what its controller job "
+                                        "runs)")):
         sp = sub.add_parser(name, help=help_text, description=help_text)
         sp.add_argument("study", help="a study YAML file or a preset (miniature, paper)")
         sp.add_argument("overrides", nargs="*", help="key=value overrides of the study")
         if name == "status":
             sp.add_argument("--json", action="store_true", help="print JSON instead of text")
-        if name == "run":
+        if name in ("run", "advance"):
             sp.add_argument("--only", default=None,
                             help="comma-separated stages to run (default: all that can run)")
             sp.add_argument("--max-runs", type=int, default=None,
@@ -81,10 +83,12 @@ def _run(args) -> int:
                   f"{', '.join(STAGE_NAMES)}")
             return 2
     spec = load_spec(args.study, args.overrides)
-    if spec.launcher.kind != "local":
-        print("asymptote study run: only launcher.kind=local runs yet; on SLURM, submit the "
-              "points of `asymptote study plan` (docs/study.md)")
+    if args.action == "advance" and spec.launcher.kind != "slurm":
+        print("asymptote study advance: the study's launcher.kind is not slurm; "
+              "`asymptote study run` runs it here")
         return 2
+    if spec.launcher.kind == "slurm":
+        return _advance(args, spec, only)
     logs = Path(spec.out).expanduser().resolve() / "logs"
     with Placer() as placer:
         outcome = run_study(spec, placer, train_subprocess(logs), only, args.max_runs,
@@ -96,20 +100,39 @@ def _run(args) -> int:
     return 1 if outcome.failed else 0
 
 
+def _advance(args, spec, only) -> int:
+    """`study run` on SLURM (start a chain) or `study advance` (the controller's step)."""
+    from pathlib import Path
+
+    from .place import Placer
+    from .slurm import advance
+
+    source = args.study
+    if Path(source).expanduser().exists():  # the controller job may start elsewhere
+        source = str(Path(source).expanduser().resolve())
+    with Placer() as placer:
+        chain = advance(spec, source, args.overrides, placer, only,
+                        start=args.action == "run")
+    stopped = chain.get("stopped")
+    return 0 if not stopped or stopped == "done" else 1
+
+
 def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from .stages import format_plan
     from .state import BLOCKED
 
     try:
-        if args.action == "run":
+        if args.action in ("run", "advance"):
             return _run(args)
         spec, stages = _stages(args)
     except ConfigError as exc:
         print(f"asymptote study {args.action}: {exc}")
         return 2
     if args.action == "status" and args.json:
-        print(json.dumps(_as_json(spec, stages), indent=2))
+        from .slurm import read_chain
+
+        print(json.dumps(dict(_as_json(spec, stages), slurm=read_chain(spec)), indent=2))
         return 0
     if args.action == "check":
         blocked = [(s.name, p) for s in stages for p in s.points if p.state == BLOCKED]
@@ -129,6 +152,11 @@ def run(args: argparse.Namespace) -> int:
               f"results; {len(blocked)} refused")
         return 2 if blocked else 0
     print(format_plan(stages))
+    if args.action == "status":
+        from .slurm import describe, read_chain
+
+        for line in describe(read_chain(spec)):
+            print(line)
     if args.action == "plan":
         todo = [p for s in stages for p in s.points if p.state in ("MISSING", "FAILED")]
         if todo:
