@@ -155,6 +155,11 @@ def load_run(run_dir: str | Path, step: int | None = None, bf16: bool = False) -
     tp = ps.get_tensor_model_parallel_world_size()
     if ps.get_pipeline_model_parallel_world_size() != 1:
         raise RunLoadError("inference runs without pipeline stages: initialise with pp=1")
+    # Flipped bytes can load as wrong weights without an error: check the CRC-32C manifest.
+    verdict = checkpoint.verify(path)
+    if not verdict.intact:
+        raise RunLoadError(f"{run_dir}: its checkpoint is damaged: {verdict.describe()}; "
+                           "train the run again (or resume it from an intact checkpoint)")
     tokenizer = run_tokenizer(run_dir, cfg)
     vocab = record.get("vocab") or cfg.model.vocab_size or size.padded_vocab_size(
         tokenizer.vocab_size, cfg.model.vocab_multiple)

@@ -67,6 +67,7 @@ def collect(spec, stages, fits: dict, size) -> dict:
         k_fit = _k_fit(fits, row["N"], d)
         row["E_K"], row["E_K_low"], row["E_K_high"] = (
             (k_fit["E_K"], k_fit["low"], k_fit["high"]) if k_fit else (None, None, None))
+        row["E_K_points"] = k_fit["n_points"] if k_fit else 0
     return {"study": spec.name, "D": d, "k_max": spec.ensemble.k_max,
             "standard_weight_decay": spec.standard.weight_decay, "sizes": rows,
             "asymptotes": _asymptotes(fits, d), "efficiency": _efficiency(fits),
@@ -263,8 +264,10 @@ def markdown(numbers: dict, found: list[dict]) -> str:
                      f"{'; '.join(a['warnings']) or '-'} |")
     for r in numbers["sizes"]:
         if r["E_K"] is not None:
+            caveat = ("exactly determined (3 sizes K for 3 parameters)"
+                      if r["E_K_points"] <= 3 else "-")
             lines.append(f"| ensemble K -> inf at {r['model']} | {_g(r['E_K'])} | "
-                         f"{_interval(r['E_K_low'], r['E_K_high'])} | | | | |")
+                         f"{_interval(r['E_K_low'], r['E_K_high'])} | | | | {caveat} |")
     lines += ["", "## Losses per size", "",
               "| model | N (M) | standard best (epochs) | regularized optimum (lr, wd, epochs) | "
               + " | ".join(f"K={k}" for k in range(1, k_max + 1)) + " |",

@@ -30,7 +30,7 @@ from ... import atomic
 from .errors import StudyError
 from .spec import StudySpec
 from .stages import Stage, StudyPoint, plan_study
-from .state import BLOCKED, FAILED, MISSING, RUNNING
+from .state import BLOCKED, DONE, FAILED, MISSING, RUNNING
 
 LIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED"}
 
@@ -173,13 +173,17 @@ def advance(spec: StudySpec, source: str, overrides: list[str], placer,
         stages = plan_study(spec, placer)
         by_folder = {str(p.folder): p for s in stages for p in s.points if p.folder}
         if not start and chain["batches"]:
+            # Every array of the batch has ended (afterany): a point not done failed, whether
+            # its job recorded it (FAILED, with the error) or its task died first (killed,
+            # out of memory): submitting it again would only fail again.
             last = chain["batches"][-1]
-            failed = [by_folder[p["folder"]] for p in last["points"]
-                      if p["folder"] in by_folder and by_folder[p["folder"]].state == FAILED]
-            if failed:
+            unfinished = [by_folder.get(p["folder"]) for p in last["points"]]
+            unfinished = [p for p in unfinished if p is not None and p.state != DONE]
+            if unfinished:
                 return _stop(spec, chain, say, (
-                    f"{len(failed)} point(s) of batch {last['number']} ({last['stage']}) "
-                    "failed: " + "; ".join(f"{p.label}: {p.detail}" for p in failed[:5])
+                    f"{len(unfinished)} point(s) of batch {last['number']} ({last['stage']}) "
+                    "failed: " + "; ".join(f"{p.label}: {_failure(p, last)}"
+                                           for p in unfinished[:5])
                     + " (see `asymptote study status`; fix, then `asymptote study run` again)"))
         chosen = next(((s, _runnable(s)) for s in stages
                        if (only is None or s.name in only) and _runnable(s)), None)
@@ -207,6 +211,12 @@ def advance(spec: StudySpec, source: str, overrides: list[str], placer,
         say(f"controller job {job} runs when they have ended (afterany) and submits what "
             "follows; nothing needs to stay alive here")
         return chain
+
+
+def _failure(point: StudyPoint, batch: dict) -> str:
+    if point.state == FAILED:
+        return point.detail
+    return f"its task ended without finishing (logs: {batch['sweep']}/.submitit/)"
 
 
 def _why_nothing_runs(stages: list[Stage], only: set[str] | None) -> str:
