@@ -23,7 +23,7 @@ from typing import Callable
 
 from .spec import StudySpec
 from .stages import Stage, StudyPoint, plan_study
-from .state import BLOCKED, FAILED, MISSING
+from .state import BLOCKED, FAILED, MISSING, RUNNING
 
 
 @dataclass
@@ -69,23 +69,11 @@ def run_study(spec: StudySpec, placer, launch: Callable[[StudyPoint], bool],
             batch = runnable(stage, attempted)
             if batch:
                 break
+        if not batch and write_next_own_output(spec, stages, only, say):
+            continue
         if not batch:
-            own = next((s for s in stages if s.name in OWN_OUTPUTS and s.points
-                        and s.points[0].state == MISSING and (only is None or s.name in only)),
-                       None)
-            if own is not None:
-                say(f"stage {own.name}: writing {own.points[0].folder}")
-                OWN_OUTPUTS[own.name](spec, stages)
-                continue
-        if not batch:
-            blocked = [f"{s.name}: {p.label}" for s in stages for p in s.points
-                       if p.state == BLOCKED]
-            left = [s.name for s in stages if s.state != "DONE"
-                    and (only is None or s.name in only)]
-            if blocked:
-                outcome.stopped = "refused by their jobs' checks: " + "; ".join(blocked)
-            elif left:
-                outcome.stopped = "nothing more can run now; not done: " + ", ".join(left)
+            why = why_nothing_runs(stages, only)
+            outcome.stopped = "" if why == "done" else why
             return outcome
         say(f"stage {stage.name}: {len(batch)} point(s) to run")
         if max_runs is not None:
@@ -112,6 +100,35 @@ def run_study(spec: StudySpec, placer, launch: Callable[[StudyPoint], bool],
                                "see `asymptote study status`, fix, and run again")
             outcome.stages = plan_study(spec, placer)
             return outcome
+
+
+def write_next_own_output(spec: StudySpec, stages: list[Stage], only: set[str] | None,
+                          say: Callable[[str], None]) -> bool:
+    """Write the first of the study's own outputs (fits, report) that is due; False if none."""
+    own = next((s for s in stages if s.name in OWN_OUTPUTS and s.points
+                and s.points[0].state == MISSING and (only is None or s.name in only)), None)
+    if own is None:
+        return False
+    say(f"stage {own.name}: writing {own.points[0].folder}")
+    OWN_OUTPUTS[own.name](spec, stages)
+    return True
+
+
+def why_nothing_runs(stages: list[Stage], only: set[str] | None) -> str:
+    """Why no point can run now: refused points, points still marked running, stages not
+    done; `done` when every stage (of `only`) is."""
+    blocked = [f"{s.name}: {p.label}: {p.detail}" for s in stages for p in s.points
+               if p.state == BLOCKED]
+    running = [f"{s.name}: {p.label}" for s in stages for p in s.points if p.state == RUNNING]
+    left = [s.name for s in stages if s.state != "DONE" and (only is None or s.name in only)]
+    if blocked:
+        return "refused by their jobs' checks: " + "; ".join(blocked[:5])
+    if running:
+        return ("points still marked running (killed without a record?): "
+                + "; ".join(running[:5]))
+    if left:
+        return "nothing more can run now; not done: " + ", ".join(left)
+    return "done"
 
 
 def _timed(launch: Callable[[StudyPoint], bool], point: StudyPoint) -> tuple[bool, float]:

@@ -30,7 +30,7 @@ from ... import atomic
 from .errors import StudyError
 from .spec import StudySpec
 from .stages import Stage, StudyPoint, plan_study
-from .state import BLOCKED, DONE, FAILED, MISSING, RUNNING
+from .state import DONE, FAILED, MISSING
 
 LIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED"}
 
@@ -156,7 +156,7 @@ def advance(spec: StudySpec, source: str, overrides: list[str], placer,
     """One step of the chain (see the module docstring); `start`: a user's `study run`, which
     begins a new chain (refused while one is in flight), else the controller's step. Returns
     the chain record."""
-    from .run import OWN_OUTPUTS
+    from .run import why_nothing_runs, write_next_own_output
 
     chain = read_chain(spec)
     if start:
@@ -188,14 +188,9 @@ def advance(spec: StudySpec, source: str, overrides: list[str], placer,
         chosen = next(((s, _runnable(s)) for s in stages
                        if (only is None or s.name in only) and _runnable(s)), None)
         if chosen is None:
-            own = next((s for s in stages if s.name in OWN_OUTPUTS and s.points
-                        and s.points[0].state == MISSING and (only is None or s.name in only)),
-                       None)
-            if own is not None:
-                say(f"stage {own.name}: writing {own.points[0].folder}")
-                OWN_OUTPUTS[own.name](spec, stages)
+            if write_next_own_output(spec, stages, only, say):
                 continue
-            return _stop(spec, chain, say, _why_nothing_runs(stages, only))
+            return _stop(spec, chain, say, why_nothing_runs(stages, only))
         stage, points = chosen
         number = len(chain["batches"]) + 1
         batch = submit_batch(spec, stage.name, points, number)
@@ -217,21 +212,6 @@ def _failure(point: StudyPoint, batch: dict) -> str:
     if point.state == FAILED:
         return point.detail
     return f"its task ended without finishing (logs: {batch['sweep']}/.submitit/)"
-
-
-def _why_nothing_runs(stages: list[Stage], only: set[str] | None) -> str:
-    blocked = [f"{s.name}: {p.label}: {p.detail}" for s in stages for p in s.points
-               if p.state == BLOCKED]
-    running = [f"{s.name}: {p.label}" for s in stages for p in s.points if p.state == RUNNING]
-    left = [s.name for s in stages if s.state != "DONE" and (only is None or s.name in only)]
-    if blocked:
-        return "refused by their jobs' checks: " + "; ".join(blocked[:5])
-    if running:
-        return ("points still marked running (a task killed without requeue?): "
-                + "; ".join(running[:5]))
-    if left:
-        return "nothing more can run now; not done: " + ", ".join(left)
-    return "done"
 
 
 def _stop(spec: StudySpec, chain: dict, say, reason: str) -> dict:
