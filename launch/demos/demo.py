@@ -1,17 +1,15 @@
 """`asymptote demo`: the embedded default, end to end on a CPU with no cluster.
 
-Trains the `tiny_sweep` experiment (3 model sizes x 2 weight decays at fixed D and E, on the
-shipped multi-domain corpus) through Hydra multirun with the local launcher, prints the final
-validation losses, and fits the scaling law of the sweep when the analysis module is present.
+Runs a slice of the miniature study (the study preset `demo`: four sizes at D = 32,768 seed
+tokens and 16 epochs, the standard recipe and the regularized one, on the shipped corpus) with
+the study's local runner, fits L(N) = E + A / N^alpha per recipe with bootstrap intervals and
+writes the study report; then an ensemble stage (members, L(K), a distilled student).
 `--split` and `--cpt` run the domain recipes instead (demo_split.py, demo_cpt.py).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 
@@ -32,36 +30,56 @@ def add_arguments(parser) -> None:
                         help="--cpt: at most this many lm-eval documents per task (default: all)")
     parser.add_argument("--no-ensemble", action="store_true",
                         help="skip the ensemble stage (3 members, L(K), a distilled student)")
-    parser.add_argument("overrides", nargs="*", help="extra asymptote-train overrides")
+    parser.add_argument("--study", action="append", metavar="KEY=VALUE",
+                        help="an override of the `demo` study preset (launch/study/presets/"
+                        "demo.yaml), e.g. --study 'models=[tiny_s,tiny,tiny_m]'; repeatable")
+    parser.add_argument("--parallel", type=int, default=2,
+                        help="training runs at once (default 2: one per core)")
+    parser.add_argument("overrides", nargs="*", help="extra asymptote-train overrides (the "
+                        "ensemble, --split and --cpt stages)")
 
 
-def results_table(sweep: Path) -> list[dict]:
-    """One row per run folder under `sweep`: model, params, weight decay, status, val loss."""
-    rows = []
-    for record_path in sorted(sweep.glob("*/run.json")):
-        r = json.loads(record_path.read_text())
-        cfg = r.get("config", {})
-        rows.append(
-            {
-                "model": cfg.get("model", {}).get("name"),
-                "params": r.get("params"),
-                "weight_decay": cfg.get("optim", {}).get("weight_decay"),
-                "status": r.get("status"),
-                "val_loss": (r.get("final") or {}).get("val_loss"),
-            }
-        )
-    rows.sort(key=lambda row: (row["params"] or 0, row["weight_decay"] or 0))
-    return rows
+def run_slice(out: Path, study_overrides: list[str], parallel: int) -> int:
+    """The study preset `demo` (a slice of the miniature): its standard and regularized stages
+    run locally, `parallel` points at once; then L(N) per recipe with bootstrap intervals and
+    the report (<out>/report/summary.md, loss_vs_n.png). 0 when everything ran."""
+    from ..errors import ConfigError
+    from ..study.place import Placer
+    from ..study.run import run_study, train_subprocess, write_study_fits
+    from ..study.spec import load_spec
+    from ..study.stages import format_plan, plan_study
+
+    try:
+        spec = load_spec("demo", [f"out={out}", *study_overrides])
+    except ConfigError as exc:
+        print(f"asymptote demo: {exc}")
+        return 2
+    print(f"$ asymptote study run demo out={out} --only standard,regularized "
+          f"--parallel {parallel}", flush=True)
+    with Placer() as placer:
+        outcome = run_study(spec, placer, train_subprocess(out / "logs"),
+                            only={"standard", "regularized"}, parallel=parallel,
+                            say=lambda line: print(line, flush=True))
+        stages = plan_study(spec, placer)
+    if outcome.failed or outcome.stopped:
+        print(format_plan(stages[:2], points=True))
+        print(f"\nthe demo's runs did not all finish ({outcome.stopped}); logs in {out / 'logs'}")
+        return 1
+    write_study_fits(spec, stages)
+    summary = write_demo_report(spec, stages, out)
+    text = summary.read_text()
+    # The two tables a reader wants first: the asymptotes and the losses per size.
+    print("\n" + text[text.index("## Asymptotes"):text.index("## Data efficiency")].strip())
+    print(f"\nreport: {summary} (plots beside it)")
+    return 0
 
 
-def format_table(rows: list[dict]) -> str:
-    """A fixed-width text table of `results_table` rows."""
-    lines = [f"{'model':<8} {'params':>10} {'wd':>5} {'status':<7} {'val loss':>9}"]
-    for row in rows:
-        loss = f"{row['val_loss']:.4f}" if row["val_loss"] is not None else "-"
-        lines.append(f"{row['model']:<8} {row['params'] or 0:>10,} {row['weight_decay']:>5} "
-                     f"{row['status']:<7} {loss:>9}")
-    return "\n".join(lines)
+def write_demo_report(spec, stages, out: Path) -> Path:
+    """The study report of the slice (fits.json must exist)."""
+    from ..study.report import write_report
+    from ..study.spec import model_size
+
+    return write_report(spec, stages, out / "fits" / "fits.json", out / "report", model_size)
 
 
 def run(args) -> int:
@@ -82,28 +100,9 @@ def run(args) -> int:
             return 2
         return run_cpt_stage(sweep.parent / f"{sweep.name}_cpt", env, args.domain, replay,
                              args.eval_limit, args.overrides)
-    cmd = [sys.executable, "-m", "asymptote.launch.app.main", "-m", "experiment=tiny_sweep",
-           f"out={sweep}", *args.overrides]
-    print("$ " + " ".join(cmd[2:]).replace("asymptote.launch.app.main", "asymptote-train"), flush=True)
-    code = subprocess.call(cmd, env=env)
-    rows = results_table(sweep)
-    print("\nFinal validation loss per run (D and E fixed):")
-    print(format_table(rows))
+    code = run_slice(sweep, args.study or [], getattr(args, "parallel", 2))
     if code != 0:
-        print(f"\nthe sweep failed (exit {code}); see the run folders under {sweep}")
         return code
-    try:
-        from ...analysis.report import analyze_sweep
-    except ImportError:
-        return 0
-    from ...analysis.errors import AnalysisError
-
-    try:
-        report = analyze_sweep(sweep, sweep / "analysis", x="params", n_boot=200, progress=False)
-    except AnalysisError as exc:  # nothing analysable (e.g. no finished run)
-        print(f"\nanalysis skipped: {exc}")
-        return 1
-    print("\n" + report.summary())
     if getattr(args, "no_ensemble", False):
         return 0
     from .demo_ensemble import run_stage

@@ -1,5 +1,6 @@
-"""`make demo`'s code path end to end at small sizes: the size sweep, its table and fit, and the
-ensemble stage (members, L(K), plain and distilled students, plot)."""
+"""`make demo`'s code path end to end at small sizes: the study slice (standard and regularized
+stages, L(N) per recipe, the report), and the ensemble stage (members, L(K), plain and
+distilled students, plot)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
+# The slice made small: 3 sizes (L(N) exactly determined, said so), 1 epoch of 8,192 tokens.
+SMALL_STUDY = ["models=[tiny_s,tiny,tiny_m]", "seed_tokens=[8192]",
+               "standard.seed_tokens=[8192]", "standard.epochs=[1]", "regularized.epochs.grid=[1]",
+               "regularized.epochs.min=1", "regularized.epochs.max=1", "run.val_sequences=4"]
 SMALL = ["optim.weight_decay=0.1", "data.seed_tokens=16384", "train.epochs=1",
          "train.eval_every=0", "train.ckpt_every=0", "data.val_sequences=4"]
 
@@ -22,15 +27,21 @@ def test_demo_runs_end_to_end_at_small_sizes(data_cache, tmp_path):
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT", "MASTER_ADDR"):
         env.pop(key, None)
     out = tmp_path / "demo"
+    study = [a for o in SMALL_STUDY for a in ("--study", o)]
     done = subprocess.run([sys.executable, "-m", "asymptote.launch.app.cli", "demo", "--out",
-                           str(out), *SMALL], env=env, capture_output=True, text=True,
+                           str(out), *study, *SMALL], env=env, capture_output=True, text=True,
                           timeout=900)
     assert done.returncode == 0, (done.stdout[-4000:], done.stderr[-4000:])
-    records = [json.loads(p.read_text()) for p in out.glob("*/run.json")]
-    assert sorted(r["config"]["model"]["name"] for r in records) == ["tiny", "tiny_l", "tiny_m"]
+    records = [json.loads(p.read_text()) for p in (out / "runs").glob("*/run.json")]
+    assert sorted(r["config"]["model"]["name"] for r in records) == sorted(
+        ["tiny_s", "tiny", "tiny_m"] * 2)  # standard (wd 0.1) and regularized (wd 1.6)
+    assert {r["config"]["optim"]["weight_decay"] for r in records} == {0.1, 1.6}
     assert all(r["status"] == "done" for r in records)
-    assert "Final validation loss per run" in done.stdout
-    assert (out / "analysis").is_dir() and list((out / "analysis").glob("*.png"))
+    assert "## Asymptotes" in done.stdout and "regularized (L(N)" in done.stdout
+    fits = json.loads((out / "fits" / "fits.json").read_text())
+    assert set(fits["laws_in_N"]) == {"standard", "regularized"}
+    assert (out / "report" / "summary.md").is_file()
+    assert (out / "report" / "loss_vs_n.png").stat().st_size > 0
     ens = tmp_path / "demo_ensemble"
     results = json.loads((ens / "eval" / "ensemble.json").read_text())
     assert results["K"] == [1, 2, 3]
