@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # --system-site-packages; otherwise torch 2.13.0 is installed (a local CPU wheel on CI machines).
 HAVE_TORCH := $(shell $(PYTHON) -c "import torch" >/dev/null 2>&1 && echo yes)
 
-.PHONY: install demo test test-fast cluster-up cluster-down clean
+.PHONY: install demo test test-extended test-all cluster-up cluster-down clean
 
 install: $(BIN)/asymptote
 
@@ -25,7 +25,15 @@ endif
 demo: install
 	OMP_NUM_THREADS=1 $(BIN)/asymptote demo
 
+# `make test`: everything but the longest end-to-end scenarios (marker `extended`), which
+# `make test-extended` runs; CI (.ci/run) runs both.
 test: install
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not extended"
+
+test-extended: install
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m extended
+
+test-all: install
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
 cluster-up: install

@@ -27,32 +27,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_job(cfg) -> dict:
-    """Run a checked config's job; an exception leaves `failed` and the error in the job's
-    run.json (from rank 0) when the job did not record it itself (the trainer does; an
-    evaluation or a generation would otherwise look as if it never ran), then propagates."""
-    try:
-        return jobs.get(cfg.job).run(cfg)
-    except Exception as exc:
-        if os.environ.get("RANK", "0") == "0":
-            record_failure(cfg, exc)
-        raise
-
-
-def record_failure(cfg, exc: Exception) -> None:
-    """`status: failed` with the error in the job's run.json, unless it already says failed."""
-    from ..run_dir import RunDir
-
-    record = jobs.outputs(cfg).record
-    if record is None:
-        return
-    run = RunDir(record.parent)
-    if run.read().get("status") == "failed":
-        return
-    message = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
-    run.update(status="failed", error=message[:4000])
-
-
 def _rank_main(local_rank: int, cfg_yaml: str, world: int, port: int) -> None:
     os.environ.update(
         RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world),
@@ -60,7 +34,7 @@ def _rank_main(local_rank: int, cfg_yaml: str, world: int, port: int) -> None:
     )
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     cfg = jobs.typed(OmegaConf.create(cfg_yaml))  # already derived and checked by the parent
-    run_job(cfg)
+    jobs.get(cfg.job).run(cfg)
 
 
 def prepared_config(cfg: DictConfig, world: int | None = None):
@@ -81,13 +55,13 @@ def launch(cfg: DictConfig) -> dict:
         from ...slurm import env as slurm_env  # sets RANK/WORLD_SIZE/MASTER_* from SLURM
 
         slurm_env.export_torch_env()
-        return run_job(run_cfg)
+        return jobs.get(run_cfg.job).run(run_cfg)
     run_cfg = prepared_config(cfg)
     p = run_cfg.parallel
     world = p.tp * p.pp * p.dp
     if world == 1:
         os.environ.setdefault("MASTER_PORT", str(free_port()))
-        return run_job(run_cfg)
+        return jobs.get(run_cfg.job).run(run_cfg)
     import torch.multiprocessing as mp
 
     mp.start_processes(
