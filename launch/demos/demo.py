@@ -3,7 +3,8 @@
 Runs a slice of the miniature study (the study preset `demo`: four sizes at D = 32,768 seed
 tokens and 16 epochs, the standard recipe and the regularized one, on the shipped corpus) with
 the study's local runner, fits L(N) = E + A / N^alpha per recipe with bootstrap intervals and
-writes the study report; then an ensemble stage (members, L(K), a distilled student).
+writes the study report; with --ensemble, then an ensemble stage (members, L(K), a distilled
+student).
 `--split` and `--cpt` run the domain recipes instead (demo_split.py, demo_cpt.py).
 """
 
@@ -28,8 +29,9 @@ def add_arguments(parser) -> None:
                         help="--cpt: replay fractions, one CPT run each (default: 0,0.25,0.5)")
     parser.add_argument("--eval-limit", type=float, default=None,
                         help="--cpt: at most this many lm-eval documents per task (default: all)")
-    parser.add_argument("--no-ensemble", action="store_true",
-                        help="skip the ensemble stage (3 members, L(K), a distilled student)")
+    parser.add_argument("--ensemble", action="store_true",
+                        help="then run the ensemble stage too (3 members, L(K), a distilled "
+                        "student; ~3 more minutes)")
     parser.add_argument("--study", action="append", metavar="KEY=VALUE",
                         help="an override of the `demo` study preset (launch/study/presets/"
                         "demo.yaml), e.g. --study 'models=[tiny_s,tiny,tiny_m]'; repeatable")
@@ -103,10 +105,10 @@ def run(args) -> int:
     code = run_slice(sweep, args.study or [], getattr(args, "parallel", 2))
     if code != 0:
         return code
-    if getattr(args, "no_ensemble", False):
+    if not getattr(args, "ensemble", False):
         return 0
     from .demo_ensemble import run_stage
 
-    # A sibling folder, so `asymptote analyze <sweep>` keeps analysing the size sweep alone.
+    # A sibling folder: the slice's folder holds the study's runs, fits and report only.
     print("\nEnsemble stage:", flush=True)
     return run_stage(sweep.parent / f"{sweep.name}_ensemble", env, args.overrides)

@@ -74,7 +74,8 @@ def loss_vs_k(numbers: dict, fits: dict, path: Path) -> Path:
     ax.set_xlabel("ensemble members K")
     ax.set_ylabel("validation loss (logit mean)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # no ensemble evaluated yet: an empty frame
+        ax.legend(fontsize=7)
     return _save(fig, path)
 
 

@@ -32,7 +32,7 @@ from asymptote.slurm.cluster import (ClusterInfo, cluster_down, cluster_info, cl
 from asymptote.slurm.env import expand_hostlist
 from conftest import only_run, run_train, tb_scalars
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.extended]
 
 #: Where this module's 2-node cluster lives when it has to start one: apart from the
 #: single-node cluster (state /tmp/asymptote-slurm, ports 16817-16820).

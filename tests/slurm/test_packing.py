@@ -13,7 +13,7 @@ import pytest
 
 from conftest import run_train, tb_scalars
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.extended]
 
 TINY = ["model=tiny", "train.global_batch=8", "train.micro_batch=4", "train.eval_every=0"]
 PACKED = ["hydra/launcher=slurm", "hydra.launcher.timeout_min=5",

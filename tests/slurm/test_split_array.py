@@ -23,6 +23,7 @@ TINY = ["model=tiny", "train.global_batch=8", "train.micro_batch=4", "data.val_s
 SLURM = ["hydra/launcher=slurm", "hydra.launcher.timeout_min=5", "hydra.launcher.signal_delay_s=30"]
 
 
+@pytest.mark.extended
 def test_split_grid_is_one_array(slurm_env, data_cache, tmp_path, array_states):
     from asymptote.data.cluster import ClusterConfig, cluster_corpus
 

@@ -94,6 +94,7 @@ def test_failed_task_shows_failed_and_resubmit_repairs_it(slurm_env, data_cache,
     assert record["status"] == "done" and record["final"]["val_loss"] > 0
 
 
+@pytest.mark.extended
 def test_preemption_and_hard_requeue_resume_exactly(slurm_env, data_cache, tmp_path):
     cfg = [*TINY, "data.seed_tokens=98304", "train.ckpt_every=4"]  # 96 steps
     slurm_out, local_out = tmp_path / "slurm", tmp_path / "local"

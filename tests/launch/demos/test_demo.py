@@ -16,7 +16,9 @@ pytestmark = pytest.mark.slow
 # The slice made small: 3 sizes (L(N) exactly determined, said so), 1 epoch of 8,192 tokens.
 SMALL_STUDY = ["models=[tiny_s,tiny,tiny_m]", "seed_tokens=[8192]",
                "standard.seed_tokens=[8192]", "standard.epochs=[1]", "regularized.epochs.grid=[1]",
-               "regularized.epochs.min=1", "regularized.epochs.max=1", "run.val_sequences=4"]
+               "regularized.epochs.min=1", "regularized.epochs.max=1", "run.val_sequences=4",
+               "regularized.weight_decay.grid=[1.6]", "regularized.weight_decay.max=1.6",
+               "regularized.max_runs=1"]
 SMALL = ["optim.weight_decay=0.1", "data.seed_tokens=16384", "train.epochs=1",
          "train.eval_every=0", "train.ckpt_every=0", "data.val_sequences=4"]
 
@@ -29,7 +31,7 @@ def test_demo_runs_end_to_end_at_small_sizes(data_cache, tmp_path):
     out = tmp_path / "demo"
     study = [a for o in SMALL_STUDY for a in ("--study", o)]
     done = subprocess.run([sys.executable, "-m", "asymptote.launch.app.cli", "demo", "--out",
-                           str(out), *study, *SMALL], env=env, capture_output=True, text=True,
+                           str(out), "--ensemble", *study, *SMALL], env=env, capture_output=True, text=True,
                           timeout=900)
     assert done.returncode == 0, (done.stdout[-4000:], done.stderr[-4000:])
     records = [json.loads(p.read_text()) for p in (out / "runs").glob("*/run.json")]

@@ -23,6 +23,7 @@ def _record(folder) -> dict:
     return json.loads((Path(folder) / "run.json").read_text())
 
 
+@pytest.mark.extended
 def test_cpt_recipe_runs_and_reports_what_the_runs_recorded(data_cache, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", ASYMPTOTE_CACHE=str(data_cache),
                PYTHONWARNINGS="ignore")

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import only_run, run_train, tb_scalars
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.extended]
 
 STEPS = 12
 CFG = ["model=tiny", "train.global_batch=8", "train.micro_batch=4",
