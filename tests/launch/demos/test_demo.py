@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 SMALL_STUDY = ["models=[tiny_s,tiny,tiny_m]", "seed_tokens=[8192]",
                "standard.seed_tokens=[8192]", "standard.epochs=[1]", "regularized.epochs.grid=[1]",
                "regularized.epochs.min=1", "regularized.epochs.max=1", "run.val_sequences=4",
-               "regularized.weight_decay.grid=[1.6]", "regularized.weight_decay.max=1.6",
+               "regularized.weight_decay.grid=[3.2]", "regularized.weight_decay.max=3.2",
                "regularized.max_runs=1"]
 SMALL = ["optim.weight_decay=0.1", "data.seed_tokens=16384", "train.epochs=1",
          "train.eval_every=0", "train.ckpt_every=0", "data.val_sequences=4"]
@@ -36,8 +36,8 @@ def test_demo_runs_end_to_end_at_small_sizes(data_cache, tmp_path):
     assert done.returncode == 0, (done.stdout[-4000:], done.stderr[-4000:])
     records = [json.loads(p.read_text()) for p in (out / "runs").glob("*/run.json")]
     assert sorted(r["config"]["model"]["name"] for r in records) == sorted(
-        ["tiny_s", "tiny", "tiny_m"] * 2)  # standard (wd 0.1) and regularized (wd 1.6)
-    assert {r["config"]["optim"]["weight_decay"] for r in records} == {0.1, 1.6}
+        ["tiny_s", "tiny", "tiny_m"] * 2)  # standard (wd 0.1) and regularized (wd 3.2)
+    assert {r["config"]["optim"]["weight_decay"] for r in records} == {0.1, 3.2}
     assert all(r["status"] == "done" for r in records)
     assert "## Asymptotes" in done.stdout and "regularized (L(N)" in done.stdout
     fits = json.loads((out / "fits" / "fits.json").read_text())
