@@ -17,7 +17,7 @@ import pytest
 
 from conftest import train_env
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.extended]
 
 TRAIN = Path(sys.executable).parent / "asymptote-train"
 STEPS = 12

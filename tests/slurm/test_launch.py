@@ -82,6 +82,7 @@ def test_sweep_is_one_array_job_and_both_runs_done(slurm_env, data_cache, tmp_pa
     assert text == GOLDEN.read_text(), f"sbatch script changed:\n{text}"
 
 
+@pytest.mark.extended
 def test_tp2_run_is_one_two_task_job_matching_local_run(slurm_env, data_cache, tmp_path):
     steps_cfg = [*TINY, "data.seed_tokens=16384", "parallel.tp=2"]  # 16 steps
     slurm_out, local_out = tmp_path / "slurm", tmp_path / "local"

@@ -171,6 +171,7 @@ def run_json(entry: dict) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_a_packed_task_runs_its_points_a_failure_does_not_stop_the_others(
         fake_slurm, data_cache, tmp_path):
     """Three points in one task, the middle one failing (more seed tokens than the corpus): the task
@@ -194,6 +195,7 @@ def test_a_packed_task_runs_its_points_a_failure_does_not_stop_the_others(
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_a_packed_task_runs_one_point_per_gpu_at_once(fake_slurm, data_cache, tmp_path):
     """CUDA_VISIBLE_DEVICES=0,1 (what SLURM sets for a task with two GPUs): the two points run
     at the same time, each seeing one device; on a machine without GPUs they train on CPU

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import only_run, run_train, tb_scalars
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.extended]
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["model=tiny", "train.global_batch=8", "train.micro_batch=4", "train.eval_every=0"]

@@ -70,6 +70,7 @@ def test_layout_matches_single_rank(layout, reference, tmp_path, data_cache):
     ],
     ids=["tp1", "tp2-to-tp1", "dp2-distopt"],
 )
+@pytest.mark.extended
 def test_killed_run_resumes_exactly(first, second, reference, tmp_path, data_cache):
     args = [f"out={tmp_path}", *BASE, "train.ckpt_every=4"]
     killed = run_train(data_cache, *args, *first, "train.crash_at_step=6", check=False)
