@@ -140,7 +140,11 @@ class AsymptoteSweeper(Sweeper):
         if sweeps:
             raise ConfigError(f"hydra.sweeper.points_file lists the points: the command line "
                               f"may not sweep too ({' '.join(sweeps)})")
-        points = json.loads(Path(self.points_file).read_text())
+        try:
+            points = json.loads(Path(self.points_file).read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"hydra.sweeper.points_file={self.points_file}: cannot be read "
+                              f"as JSON ({exc})") from None
         if not (isinstance(points, list) and points
                 and all(isinstance(p, list) and all(isinstance(o, str) for o in p)
                         for p in points)):

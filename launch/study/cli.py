@@ -82,6 +82,9 @@ def _run(args) -> int:
             print(f"asymptote study run: --only {','.join(unknown)}: stages are "
                   f"{', '.join(STAGE_NAMES)}")
             return 2
+    if getattr(args, "parallel", 1) < 1:
+        print(f"asymptote study run: --parallel {args.parallel}: run at least 1 point at a time")
+        return 2
     spec = load_spec(args.study, args.overrides)
     if args.action == "advance" and spec.launcher.kind != "slurm":
         print("asymptote study advance: the study's launcher.kind is not slurm; "

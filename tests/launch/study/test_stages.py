@@ -125,3 +125,9 @@ def test_cli_check_reports_points_their_jobs_refuse(tmp_path, capsys):
     assert "refused" in out
     assert cli.main(["study", "check", "miniature", f"out={tmp_path}", *SMALL]) == 0
 
+
+
+def test_cli_run_refuses_parallel_below_one(tmp_path, capsys):
+    assert cli.main(["study", "run", "miniature", f"out={tmp_path}", "--parallel", "0"]) == 2
+    assert "--parallel 0" in capsys.readouterr().out
+    assert not (tmp_path / "runs").exists()
