@@ -29,8 +29,8 @@ from typing import Callable
 from ... import atomic
 from .errors import StudyError
 from .spec import StudySpec
-from .stages import Stage, StudyPoint, plan_study
-from .state import DONE, FAILED, MISSING
+from .stages import StudyPoint, plan_study
+from .state import DONE, FAILED
 
 LIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED"}
 
@@ -146,17 +146,13 @@ def submit_controller(spec: StudySpec, source: str, overrides: list[str], after:
     return output.strip().split()[-1]
 
 
-def _runnable(stage: Stage) -> list[StudyPoint]:
-    return [p for p in stage.points if p.state in (MISSING, FAILED) and p.job != "-"]
-
-
 def advance(spec: StudySpec, source: str, overrides: list[str], placer,
             only: set[str] | None = None, start: bool = False,
             say: Callable[[str], None] = print) -> dict:
     """One step of the chain (see the module docstring); `start`: a user's `study run`, which
     begins a new chain (refused while one is in flight), else the controller's step. Returns
     the chain record."""
-    from .run import why_nothing_runs, write_next_own_output
+    from .run import runnable, why_nothing_runs, write_next_own_output
 
     chain = read_chain(spec)
     if start:
@@ -185,8 +181,8 @@ def advance(spec: StudySpec, source: str, overrides: list[str], placer,
                     "failed: " + "; ".join(f"{p.label}: {_failure(p, last)}"
                                            for p in unfinished[:5])
                     + " (see `asymptote study status`; fix, then `asymptote study run` again)"))
-        chosen = next(((s, _runnable(s)) for s in stages
-                       if (only is None or s.name in only) and _runnable(s)), None)
+        chosen = next(((s, runnable(s, set())) for s in stages
+                       if (only is None or s.name in only) and runnable(s, set())), None)
         if chosen is None:
             if write_next_own_output(spec, stages, only, say):
                 continue
