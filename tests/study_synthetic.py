@@ -7,7 +7,7 @@ import math
 
 from asymptote.launch.run_dir import RunDir
 
-SMALL = ["models=[tiny_s,tiny_m]", "standard.seed_tokens=[]", "standard.epochs=[8,16]",
+SMALL = ["models=[tiny_s,tiny_m]", "seed_tokens=[65536]", "standard.seed_tokens=[]", "standard.epochs=[8,16]",
          "regularized.lr.grid=[0.003]", "regularized.weight_decay.grid=[0.8,1.6]",
          "regularized.epochs.grid=[16]", "regularized.max_runs=12", "ensemble.k_max=3",
          "distill.teacher=tiny_m", "distill.students=[tiny_s]"]

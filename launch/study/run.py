@@ -1,10 +1,11 @@
-"""`asymptote study run` with the local launcher: plan, run the points still to run of the
-earliest stage that has any, plan again, until nothing is left that a job type can run.
+"""`asymptote study run` with the local launcher: plan, start the runnable points (earliest
+stage first) on the free workers, plan again as each finishes, until nothing is left that a job
+type can run.
 
 Every point runs as `asymptote-train <its overrides>` would, in its content-addressed run folder,
 so a second `study run` skips everything that finished and runs only what is missing or
-failed. A point that fails is not retried within the same invocation: the batch it belongs to
-is finished, then the run stops and says which points failed (fix, then run again). When every
+failed. A point that fails is not retried within the same invocation: the points already
+running are finished, then the run stops and says which points failed (fix, then run again). When every
 input of the fits stage is done, it is computed here (fits.py: <out>/fits/fits.json), and
 then the report (report.py: <out>/report/summary.md, plots, TensorBoard).
 """
@@ -16,7 +17,7 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -49,9 +50,12 @@ def runnable(stage: Stage, attempted: set) -> list[StudyPoint]:
 def run_study(spec: StudySpec, placer, launch: Callable[[StudyPoint], bool],
               only: set[str] | None = None, max_runs: int | None = None,
               say: Callable[[str], None] = print, parallel: int = 1) -> Outcome:
-    """Run the study's points stage by stage (`only`: these stages; `max_runs`: at most this
-    many points; `parallel`: this many at once), planning again after each batch;
-    `launch(point)` runs one, True on success."""
+    """Run the study's points (`only`: of these stages; `max_runs`: at most this many points;
+    `parallel`: this many at once), planning again each time a point finishes so that a free
+    worker takes the next runnable point of any stage (earliest stage first) instead of
+    waiting for the slowest point of a batch; `launch(point)` runs one, True on success.
+    After a failure nothing new starts: the points already running finish, then the run stops
+    and names the failures."""
     if parallel < 1:
         raise ValueError(f"parallel={parallel}: run at least one point at a time")
     if spec.launcher.kind != "local":
@@ -60,46 +64,60 @@ def run_study(spec: StudySpec, placer, launch: Callable[[StudyPoint], bool],
                                   "plan` lists by hand")
     attempted: set = set()
     outcome = Outcome([])
-    while True:
-        stages = outcome.stages = plan_study(spec, placer)
-        batch, stage = [], None
-        for stage in stages:
-            if only is not None and stage.name not in only:
-                continue
-            batch = runnable(stage, attempted)
-            if batch:
-                break
-        if not batch and write_next_own_output(spec, stages, only, say):
-            continue
-        if not batch:
-            why = why_nothing_runs(stages, only)
-            outcome.stopped = "" if why == "done" else why
-            return outcome
-        say(f"stage {stage.name}: {len(batch)} point(s) to run")
-        if max_runs is not None:
-            batch = batch[:max(0, max_runs - len(outcome.ran))]
-        for point in batch:
-            attempted.add(tuple(point.overrides))
-        with ThreadPoolExecutor(max_workers=parallel) as pool:
-            # Threads only wait on child processes; results are reported as they finish.
-            futures = {pool.submit(_timed, launch, point): point for point in batch}
-            for future in as_completed(futures):
-                point = futures[future]
+    stage_of: dict[int, str] = {}
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        # Threads only wait on child processes; results are reported as they finish.
+        running: dict = {}
+        while True:
+            stages = outcome.stages = plan_study(spec, placer)
+            budget = None if max_runs is None else max_runs - len(outcome.ran) - len(running)
+            if not outcome.failed and (budget is None or budget > 0):
+                for stage, point in next_points(stages, only, attempted,
+                                                parallel - len(running), budget):
+                    say(f"  start  {stage.name}: {point.label}")
+                    attempted.add(tuple(point.overrides))
+                    stage_of[id(point)] = stage.name
+                    running[pool.submit(_timed, launch, point)] = point
+            if not running:
+                if outcome.failed:
+                    names = sorted({stage_of[id(p)] for p in outcome.failed})
+                    outcome.stopped = (f"{len(outcome.failed)} point(s) failed in stage "
+                                       f"{', '.join(names)}; see `asymptote study status`, "
+                                       "fix, and run again")
+                    return outcome
+                if max_runs is not None and len(outcome.ran) >= max_runs:
+                    outcome.stopped = f"--max-runs {max_runs} reached"
+                    return outcome
+                if write_next_own_output(spec, stages, only, say):
+                    continue
+                why = why_nothing_runs(stages, only)
+                outcome.stopped = "" if why == "done" else why
+                return outcome
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                point = running.pop(future)
                 ok, seconds = future.result()
                 outcome.ran.append(point)
-                say(f"  {'done  ' if ok else 'FAILED'} {point.label} ({seconds:.0f} s)"
+                say(f"  {'done  ' if ok else 'FAILED'} {stage_of[id(point)]}: {point.label} "
+                    f"({seconds:.0f} s)"
                     f"  [{point.folder.name}]")
                 if not ok:
                     outcome.failed.append(point)
-        if max_runs is not None and len(outcome.ran) >= max_runs and not outcome.failed:
-            outcome.stopped = f"--max-runs {max_runs} reached"
-            outcome.stages = plan_study(spec, placer)
-            return outcome
-        if outcome.failed:
-            outcome.stopped = (f"{len(outcome.failed)} point(s) failed in stage {stage.name}; "
-                               "see `asymptote study status`, fix, and run again")
-            outcome.stages = plan_study(spec, placer)
-            return outcome
+
+
+def next_points(stages: list[Stage], only: set[str] | None, attempted: set, free: int,
+                budget: int | None) -> list[tuple[Stage, StudyPoint]]:
+    """Up to `free` (and `budget`) points to start now, earliest stage first."""
+    picked: list[tuple[Stage, StudyPoint]] = []
+    limit = free if budget is None else min(free, budget)
+    for stage in stages:
+        if only is not None and stage.name not in only:
+            continue
+        for point in runnable(stage, attempted):
+            if len(picked) >= limit:
+                return picked
+            picked.append((stage, point))
+    return picked
 
 
 def write_next_own_output(spec: StudySpec, stages: list[Stage], only: set[str] | None,

@@ -72,7 +72,9 @@ def make_plan(tmp_path, standard_beats_regularized_at=None, distilled=5.688):
 
 @pytest.fixture
 def spec(tmp_path):
-    return load_spec("miniature", [f"out={tmp_path}"])
+    return load_spec("miniature", [f"out={tmp_path}", "models=[tiny_s,tiny,tiny_m,tiny_l]",
+                                   f"seed_tokens=[{D}]", "distill.teacher=tiny_m",
+                                   "distill.students=[tiny_s]"])
 
 
 def test_report_files_and_findings(tmp_path, spec):

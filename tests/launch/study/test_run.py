@@ -78,3 +78,38 @@ def test_max_runs_and_slurm(tmp_path, placer):
     slurm = load_spec("miniature", [f"out={tmp_path}", *SMALL, "launcher.kind=slurm"])
     with pytest.raises(NotImplementedError, match="SLURM"):
         run_study(slurm, placer, launcher)
+
+
+class SlowLauncher(FakeLauncher):
+    """FakeLauncher that holds the `slow` label for a while, recording start and end times."""
+
+    def __init__(self, slow: str, seconds: float = 1.5):
+        super().__init__()
+        self.slow, self.seconds, self.times = slow, seconds, {}
+
+    def __call__(self, point) -> bool:
+        import time
+
+        start = time.monotonic()
+        if point.label == self.slow:
+            time.sleep(self.seconds)
+        ok = super().__call__(point)
+        self.times[point.label] = (start, time.monotonic())
+        return ok
+
+
+def test_a_free_worker_takes_the_next_stage_while_a_slow_point_runs(tmp_path, placer):
+    spec = load_spec("miniature", [f"out={tmp_path}", *SMALL])
+    slow = "tiny_m D=65536 lr=0.003 E=16"
+    launcher = SlowLauncher(slow)
+    out = run_study(spec, placer, launcher, only={"standard", "regularized"},
+                    say=lambda s: None, parallel=2)
+    assert not out.failed and out.stages[1].state == "DONE"
+    slow_end = launcher.times[slow][1]
+    # Regularized points (no dependency on the standard stage) start on the other worker
+    # before the slow standard point ends, instead of waiting for its whole batch.
+    early = [label for label, (start, _) in launcher.times.items()
+             if "wd=" in label and start < slow_end]
+    assert early, launcher.times
+    assert max(len([1 for s, e in launcher.times.values() if s <= t < e])
+               for t, _ in launcher.times.values()) <= 2  # never more than `parallel` at once

@@ -25,11 +25,13 @@ def test_presets_exist_and_the_miniature_is_in_the_overfitting_regime():
     assert {"miniature", "paper"} <= set(presets())
     s = load_spec("miniature")
     assert len(s.models) >= 4 and "tiny_m" in s.models
-    assert s.seed_tokens == [65536] and s.run.corpus == ["shipped"]
+    assert s.seed_tokens == [32768] and s.run.corpus == ["shipped"]
     assert s.standard.weight_decay == 0.1 and 16 in s.standard.epochs
-    assert len(s.standard_tokens) >= 3 and 65536 in s.standard_tokens  # L(D) for efficiency
+    assert len(s.standard_tokens) >= 3 and 32768 in s.standard_tokens  # L(D) for efficiency
     assert 16 in s.regularized.epochs.grid
     assert max(s.regularized.weight_decay.grid) >= 8 * s.standard.weight_decay
+    assert len(s.regularized.epochs.grid) * len(s.regularized.lr.grid) \
+        * len(s.regularized.weight_decay.grid) <= s.regularized.max_runs
     sizes = [model_size(m) for m in s.models]
     assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
     assert model_size(s.teacher) >= max(model_size(x) for x in s.distill.students)
@@ -64,7 +66,7 @@ def test_empty_grids_are_refused():
     assert "models is empty" in refused("models=[]")
     assert "regularized.weight_decay.grid is empty" in refused("regularized.weight_decay.grid=[]")
     assert "standard.epochs is empty" in refused("standard.epochs=[]")
-    assert load_spec("miniature", ["standard.seed_tokens=[]"]).standard_tokens == [65536]
+    assert load_spec("miniature", ["standard.seed_tokens=[]"]).standard_tokens == [32768]
 
 
 def test_a_student_larger_than_its_teacher_is_refused():
