@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 
-def _figure(width: float = 7.0, height: float = 4.8, ncols: int = 1, nrows: int = 1):
+def new_figure(width: float = 7.0, height: float = 4.8, ncols: int = 1, nrows: int = 1):
     """A new figure with an Agg canvas and its axes."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -31,7 +31,7 @@ def _figure(width: float = 7.0, height: float = 4.8, ncols: int = 1, nrows: int 
     return fig, axes
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     """Write the figure as PNG and return its path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,7 +51,7 @@ def _fmt_count(x: float) -> str:
 def loss_vs_x(path: Path, runs: pd.DataFrame, x: str, loss: str, best: pd.DataFrame, fits: Mapping,
               group: str | None, xlabel: str | None = None, ylabel: str = "loss") -> Path:
     """Loss against ``x`` with fits, bands and asymptotes; one colour per ``group`` value."""
-    fig, axes = _figure()
+    fig, axes = new_figure()
     ax = axes[0, 0]
     finite = runs[np.isfinite(pd.to_numeric(runs[loss], errors="coerce"))]
     ax.scatter(finite[x], finite[loss], s=10, color="0.75", label="all finished runs", zorder=1)
@@ -90,14 +90,14 @@ def loss_vs_x(path: Path, runs: pd.DataFrame, x: str, loss: str, best: pd.DataFr
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="upper right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def accuracy_vs_loss(path: Path, runs: pd.DataFrame, columns: Sequence[str], loss: str = "loss",
                      size: str = "params") -> Path:
     """One panel per downstream metric column: accuracy against final loss of every run that has
     both, coloured by log parameter count; runs that are ensembles are labelled K=<members>."""
-    fig, axes = _figure(width=4.2 * len(columns), height=4.0, ncols=len(columns))
+    fig, axes = new_figure(width=4.2 * len(columns), height=4.0, ncols=len(columns))
     k = "ensemble_size" if "ensemble_size" in runs.columns else None
     for ax, column in zip(axes[0], columns):
         rows = runs[[loss, column, size] + ([k] if k else [])].apply(
@@ -113,12 +113,12 @@ def accuracy_vs_loss(path: Path, runs: pd.DataFrame, columns: Sequence[str], los
         ax.set_ylabel(column.replace("final.downstream/", ""))
         ax.grid(True, alpha=0.3)
         fig.colorbar(points, ax=ax, label=f"log10 {size}")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def loss_vs_k(path: Path, points: pd.DataFrame, fits: Mapping[tuple, object], title: str = "") -> Path:
     """Ensemble loss against K per (N, D), with the L(K) fits and their asymptotes."""
-    fig, axes = _figure()
+    fig, axes = new_figure()
     ax = axes[0, 0]
     groups = list(points.groupby(["N", "D"]))
     for colour, ((n, d), g) in zip(_colours(len(groups)), groups):
@@ -135,7 +135,7 @@ def loss_vs_k(path: Path, points: pd.DataFrame, fits: Mapping[tuple, object], ti
     ax.set_title(title, fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def heatmaps(path: Path, tables: Sequence[tuple[str, pd.DataFrame]], row_label: str, col_label: str,
@@ -144,7 +144,7 @@ def heatmaps(path: Path, tables: Sequence[tuple[str, pd.DataFrame]], row_label: 
     tables = list(tables)[:max_panels]
     ncols = min(3, len(tables))
     nrows = math.ceil(len(tables) / ncols)
-    fig, axes = _figure(4.2 * ncols, 3.4 * nrows, ncols=ncols, nrows=nrows)
+    fig, axes = new_figure(4.2 * ncols, 3.4 * nrows, ncols=ncols, nrows=nrows)
     for ax in axes.flat[len(tables):]:
         ax.set_visible(False)
     for ax, (title, tab) in zip(axes.flat, tables):
@@ -164,12 +164,12 @@ def heatmaps(path: Path, tables: Sequence[tuple[str, pd.DataFrame]], row_label: 
                     ax.text(j, i, f"{v:.3f}" + (" *" if (i, j) == best else ""), ha="center", va="center",
                             fontsize=6, color="k" if light else "w", fontweight="bold" if (i, j) == best else None)
         ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def curves(path: Path, series: Sequence[tuple[str, pd.DataFrame, pd.DataFrame | None]], ylabel: str = "loss") -> Path:
     """Loss curves: ``series`` of (label, validation points, training points or None)."""
-    fig, axes = _figure()
+    fig, axes = new_figure()
     ax = axes[0, 0]
     for colour, (label, val, train) in zip(_colours(len(series)), series):
         if train is not None and len(train):
@@ -182,12 +182,12 @@ def curves(path: Path, series: Sequence[tuple[str, pd.DataFrame, pd.DataFrame | 
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title("validation (bold) and training (faint) loss of the best runs", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def efficiency_plot(path: Path, eff, baseline_points: pd.DataFrame) -> Path:
     """Baseline loss vs D with its fit; targets placed at their effective data size."""
-    fig, axes = _figure()
+    fig, axes = new_figure()
     ax = axes[0, 0]
     base = eff.baseline
     ax.plot(baseline_points["D"], baseline_points["loss"], "o", color="C0", label="baseline best loss per D")
@@ -210,7 +210,7 @@ def efficiency_plot(path: Path, eff, baseline_points: pd.DataFrame) -> Path:
         ref = float(eff.table["D"].iloc[0])
         sec = ax.secondary_xaxis("top", functions=(lambda d: d / ref, lambda m: m * ref))
         sec.set_xlabel(f"data multiplier relative to D = {_fmt_count(ref)} (arrows: effective data)", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _colours(n: int, offset: int = 0) -> list[str]:

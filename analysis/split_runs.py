@@ -206,10 +206,10 @@ def analyze_split(sweep: str | os.PathLike, law: str = "split_example", out_dir=
 def plot_loss_vs_dprime(path: Path, table: pd.DataFrame, result=None) -> Path:
     """Loss against D' (symmetric-log axis: D' = 0 is the base), one colour per D, one panel
     per N; the fitted law as lines when given."""
-    from .plots import _colours, _figure, _fmt_count, _save
+    from .plots import _colours, new_figure, _fmt_count, save_figure
 
     Ns = sorted(table["N"].unique())
-    fig, axes = _figure(width=5.5 * len(Ns), height=4.4, ncols=len(Ns))
+    fig, axes = new_figure(width=5.5 * len(Ns), height=4.4, ncols=len(Ns))
     pos = table.loc[table["Dp"] > 0, "Dp"]
     linthresh = float(pos.min()) if len(pos) else 1.0
     for ax, N in zip(axes[0], Ns):
@@ -228,4 +228,4 @@ def plot_loss_vs_dprime(path: Path, table: pd.DataFrame, result=None) -> Path:
         ax.set_title(f"N = {_fmt_count(N)}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

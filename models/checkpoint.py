@@ -38,6 +38,7 @@ import torch
 import torch.distributed as dist
 
 from ..atomic import write_text
+from .parallel import global_rank
 
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 CHECKSUMS = "checksums.json"
@@ -176,7 +177,7 @@ def load(root: Path, step: int, chunks, optimizer) -> dict:
         optimizer.load_state_dict(state["optimizer"])
         untie_adam_steps(optimizer)
     extra = dict(state.get("extra") or {})
-    own = path / rng_file(dist.get_rank() if dist.is_initialized() else 0)
+    own = path / rng_file(global_rank())
     if own.is_file():
         extra["rng"] = torch.load(own, map_location="cpu", weights_only=True)
     return extra
@@ -260,10 +261,6 @@ class Resume:
         return out
 
 
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
 def _collective() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
@@ -344,7 +341,7 @@ def write_checksums(folder: Path, step: int | None = None) -> dict:
     reads its share of the files, rank 0 writes the manifest. Returns the manifest."""
     folder = Path(folder)
     names = None
-    if _rank() == 0:
+    if global_rank() == 0:
         names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
                        if p.is_file() and p.name != CHECKSUMS)
     names = _from_rank0(names)
@@ -355,7 +352,7 @@ def write_checksums(folder: Path, step: int | None = None) -> dict:
     files = {n: found[n] for n in names}
     manifest = {"algorithm": "crc32c", "step": step, "files": files,
                 "files_crc32c": _files_crc(files)}
-    if _rank() == 0:
+    if global_rank() == 0:
         write_text(folder / CHECKSUMS, json.dumps(manifest, indent=1) + "\n", fsync=True)
     return manifest
 
@@ -419,7 +416,7 @@ def verify(path: Path, expect_checksums: bool | None = None) -> Verdict:
     m = _STEP_DIR.match(path.name)
     step = int(m.group(1)) if m else None
     t0 = time.perf_counter()
-    plan = _from_rank0(_plan(path, expect_checksums) if _rank() == 0 else None)
+    plan = _from_rank0(_plan(path, expect_checksums) if global_rank() == 0 else None)
     if "problem" in plan:
         name, why = plan["problem"]
         return Verdict(step, path, True, {name: why})
@@ -469,7 +466,7 @@ def choose_resume(root: Path) -> Resume:
     Raises :class:`CheckpointDamaged`, naming every damaged file, when checkpoints exist but none
     is intact."""
     root = Path(root)
-    steps = _from_rank0(list_checkpoints(root) if _rank() == 0 else None)
+    steps = _from_rank0(list_checkpoints(root) if global_rank() == 0 else None)
     damaged, chosen = [], None
     for step in reversed(steps):
         verdict = verify(step_dir(root, step))
@@ -483,7 +480,7 @@ def choose_resume(root: Path) -> Resume:
         return Resume(None)
     moved: dict = {}
     if damaged:
-        if _rank() == 0:
+        if global_rank() == 0:
             moved = {v.step: _set_aside(v.path) for v in damaged}
             write_text(root / "latest", f"{chosen.step}\n", fsync=True)
         moved = _from_rank0(moved)  # also: no rank reads the folder before rank 0 is done
@@ -559,7 +556,7 @@ def reseed_rng(seed: int) -> None:
 
 
 def _warn(message: str) -> None:
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
+    if global_rank() == 0:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 

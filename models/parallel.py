@@ -96,6 +96,11 @@ def initialize(parallel: ParallelConfig, seed: int, timeout_minutes: int = 30) -
     )
 
 
+def global_rank() -> int:
+    """This process's rank in the default process group (0 when none is initialized)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
 def shutdown() -> None:
     """Tear down Megatron's groups and the process group (safe to call twice)."""
     from megatron.core import parallel_state as ps

@@ -126,6 +126,19 @@ class AsymptoteSweeper(Sweeper):
             self.basic.validate_batch_is_legal = lambda batch: None
 
     def sweep(self, arguments: list[str]) -> Any:
+        import sys
+
+        from ..errors import ConfigError
+
+        try:
+            return self._sweep(arguments)
+        except ConfigError as exc:
+            # Hydra would print the sweeper's traceback around the message; a bad sweep is
+            # the user's input, answered like a bad single run (asymptote-train exits 2).
+            print(f"asymptote-train: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    def _sweep(self, arguments: list[str]) -> Any:
         if self.points_file is None:
             return self.basic.sweep(arguments)
         import json

@@ -76,13 +76,6 @@ def outputs(cfg: Config) -> Outputs:
     return Outputs(folder=folder, record=folder / "run.json", files=(folder / "ensemble.json",))
 
 
-def parallel_rank() -> int:
-    """This process's global rank (0 without torch.distributed)."""
-    import torch.distributed as dist
-
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
 def run(cfg: Config) -> dict:
     """Evaluate `ensemble.members` (every rank; tp rank 0 writes)."""
     from ...evals.ensemble import evaluate_ensemble
@@ -99,7 +92,7 @@ def run(cfg: Config) -> dict:
     except Exception as exc:
         # On record (run.json `failed` with the error), so `asymptote status` and `study
         # status` say FAILED and why, instead of showing an evaluation that never ran.
-        if parallel_rank() == 0:
+        if parallel.global_rank() == 0:
             from ..run_dir import RunDir
 
             RunDir(out).update(status="failed", error=f"{type(exc).__name__}: {exc}"[:4000])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...analysis.plots import _figure, _save
+from ...analysis.plots import new_figure, save_figure
 
 
 def _finite(*values) -> bool:
@@ -18,7 +18,7 @@ def _finite(*values) -> bool:
 def loss_vs_n(numbers: dict, path: Path) -> Path:
     """Standard best, regularized optimum and ensemble (K_max) against N, with the L(N) fits,
     their asymptotes and the joint N,K asymptote."""
-    fig, axes = _figure()
+    fig, axes = new_figure()
     ax = axes[0, 0]
     rows = sorted(numbers["sizes"], key=lambda r: r["N"])
     n = np.array([r["N"] for r in rows])
@@ -53,12 +53,12 @@ def loss_vs_n(numbers: dict, path: Path) -> Path:
     ax.set_title(f"{numbers['study']}: D = {numbers['D']:,} seed tokens", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def loss_vs_k(numbers: dict, fits: dict, path: Path) -> Path:
     """Ensemble loss against K per size, with the L(K) fits and their asymptotes."""
-    fig, axes = _figure()
+    fig, axes = new_figure()
     ax = axes[0, 0]
     k_fits = {round(r["N"], 9): r for r in (fits.get("tiered") or {}).get("k_fits", [])}
     for r in sorted(numbers["sizes"], key=lambda r: r["N"]):
@@ -76,13 +76,13 @@ def loss_vs_k(numbers: dict, fits: dict, path: Path) -> Path:
     ax.grid(True, which="both", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:  # no ensemble evaluated yet: an empty frame
         ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def efficiency(numbers: dict, fits: dict, path: Path) -> Path:
     """The standard recipe's best loss against D with its L(D) fit, and each target's loss
     with the D the standard recipe would need for it."""
-    fig, axes = _figure()
+    fig, axes = new_figure()
     ax = axes[0, 0]
     inputs = (fits.get("inputs") or {}).get("standard", [])
     by_d: dict[float, float] = {}
@@ -107,13 +107,13 @@ def efficiency(numbers: dict, fits: dict, path: Path) -> Path:
     ax.set_ylabel("validation loss")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def distill(numbers: dict, path: Path) -> Path:
     """Each student's plain and distilled losses beside the teacher's single model and
     ensemble."""
-    fig, axes = _figure()
+    fig, axes = new_figure()
     ax = axes[0, 0]
     d = numbers["distill"]
     labels, values = [], []
@@ -133,7 +133,7 @@ def distill(numbers: dict, path: Path) -> Path:
     ax.set_xlabel("validation loss")
     ax.tick_params(axis="y", labelsize=7)
     ax.grid(True, axis="x", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_all(numbers: dict, fits: dict, out_dir: Path) -> list[Path]:
