@@ -1,10 +1,10 @@
 """`asymptote demo`: the embedded default, end to end on a CPU with no cluster.
 
 Runs a slice of the miniature study (the study preset `demo`: four sizes at D = 32,768 seed
-tokens and 16 epochs, the standard recipe and the regularized one, on the shipped corpus) with
-the study's local runner, fits L(N) = E + A / N^alpha per recipe with bootstrap intervals and
-writes the study report; with --ensemble, then an ensemble stage (members, L(K), a distilled
-student).
+tokens, the standard recipe and the regularized one, and a 4-member ensemble of one size, on
+the shipped corpus) with the study's local runner, fits L(N) = E + A / N^alpha per recipe and
+L(K) = E + A / K^alpha with bootstrap intervals and writes the study report; with --ensemble,
+then a separate ensemble stage (members, L(K), a distilled student).
 `--split` and `--cpt` run the domain recipes instead (demo_split.py, demo_cpt.py).
 """
 
@@ -41,10 +41,15 @@ def add_arguments(parser) -> None:
                         "ensemble, --split and --cpt stages)")
 
 
+# The study's stages the demo runs (the distilled students are left to `study run demo`).
+DEMO_STAGES = ("standard", "regularized", "ensemble", "ensemble_eval")
+
+
 def run_slice(out: Path, study_overrides: list[str], parallel: int) -> int:
-    """The study preset `demo` (a slice of the miniature): its standard and regularized stages
-    run locally, `parallel` points at once; then L(N) per recipe with bootstrap intervals and
-    the report (<out>/report/summary.md, loss_vs_n.png). 0 when everything ran."""
+    """The study preset `demo` (a slice of the miniature): its standard, regularized, ensemble
+    and ensemble evaluation stages run locally, `parallel` points at once; then L(N) per recipe
+    and L(K) with bootstrap intervals and the report (<out>/report/summary.md, plots). 0 when
+    everything ran."""
     from ..errors import ConfigError
     from ..study.place import Placer
     from ..study.run import run_study, train_subprocess, write_study_fits
@@ -56,15 +61,15 @@ def run_slice(out: Path, study_overrides: list[str], parallel: int) -> int:
     except ConfigError as exc:
         print(f"asymptote demo: {exc}")
         return 2
-    print(f"$ asymptote study run demo out={out} --only standard,regularized "
+    print(f"$ asymptote study run demo out={out} --only {','.join(DEMO_STAGES)} "
           f"--parallel {parallel}", flush=True)
     with Placer() as placer:
         outcome = run_study(spec, placer, train_subprocess(out / "logs"),
-                            only={"standard", "regularized"}, parallel=parallel,
+                            only=set(DEMO_STAGES), parallel=parallel,
                             say=lambda line: print(line, flush=True))
         stages = plan_study(spec, placer)
     if outcome.failed or outcome.stopped:
-        print(format_plan(stages[:2], points=True))
+        print(format_plan(stages[:len(DEMO_STAGES)], points=True))
         print(f"\nthe demo's runs did not all finish ({outcome.stopped}); logs in {out / 'logs'}")
         return 1
     write_study_fits(spec, stages)

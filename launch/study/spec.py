@@ -108,6 +108,9 @@ class EnsembleSpec:
     scale)."""
     vary: str = "both"
     """Seeds that differ between members: `train`, `data` or `both`."""
+    models: Optional[List[str]] = None
+    """The sizes that get ensembles (each one of `models`); null: every size. The distillation
+    teacher must be one of them."""
 
 
 @dataclass
@@ -235,6 +238,11 @@ class StudySpec:
     def teacher(self) -> str:
         """The teacher's model preset (the largest model when not given)."""
         return self.distill.teacher or max(self.models, key=model_size)
+
+    @property
+    def ensemble_models(self) -> list[str]:
+        """The sizes that get ensembles (every size when `ensemble.models` is not given)."""
+        return list(self.models if self.ensemble.models is None else self.ensemble.models)
 
     @property
     def standard_tokens(self) -> list[int]:
@@ -486,6 +494,12 @@ def validate(spec: StudySpec) -> list[str]:
                         f"{_suggest(e.recipe, list(ENSEMBLE_RECIPES))}")
     if e.vary not in VARY:
         problems.append(f"ensemble.vary={e.vary!r}: use one of {', '.join(VARY)}")
+    if e.models is not None:
+        strays = [m for m in e.models if m not in spec.models]
+        if strays or not e.models:
+            problems.append(f"ensemble.models {list(e.models)}: " + (
+                f"{strays} not in models {list(spec.models)}" if strays else "empty") +
+                "; give sizes of the study, or null for every size")
     problems += _distill_problems(spec, models)
     if not spec.fits.n_boot >= 0 or not 0 < spec.fits.level < 1:
         problems.append(f"fits: n_boot={spec.fits.n_boot} must be >= 0 and level="
@@ -528,6 +542,9 @@ def _distill_problems(spec: StudySpec, models: list[str]) -> list[str]:
         problems.append(f"distill.teacher={d.teacher!r} is not one of models {list(spec.models)}:"
                         " the teacher is the ensemble of one of the study's sizes")
         return problems
+    if spec.teacher not in spec.ensemble_models:
+        problems.append(f"the teacher {spec.teacher!r} is not in ensemble.models "
+                        f"{spec.ensemble_models}: add it, or choose distill.teacher among them")
     if len(models) != len(spec.models):
         return problems  # unknown presets are reported already; sizes cannot be compared
     students = _models(problems, "distill.students", d.students)

@@ -227,6 +227,8 @@ class Planner:
         member 0 under recipe `optimum`)."""
         spec, stage, ensembles = self.spec, Stage("ensemble"), {}
         for c in cells:
+            if c.model not in spec.ensemble_models:
+                continue  # this size gets no ensemble (ensemble.models)
             optimum = c.optimum
             if optimum is None:
                 # A cell out of budget will never certify: noted, and the study goes on
@@ -248,6 +250,8 @@ class Planner:
         stage, items, metas = Stage("ensemble_eval"), [], []
         for c in cells:
             model, tokens = c.model, c.tokens
+            if model not in self.spec.ensemble_models:
+                continue
             members = ensembles.get((model, tokens))
             if members is None and c.decision.state == "not_certified":
                 stage.notes.append(f"{model} D={tokens}: no ensemble (cell not certified)")

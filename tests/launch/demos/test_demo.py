@@ -1,6 +1,6 @@
 """`make demo`'s code path end to end at small sizes: the study slice (standard and regularized
-stages, L(N) per recipe, the report), and the ensemble stage (members, L(K), plain and
-distilled students, plot)."""
+stages, an ensemble of one size, L(N) per recipe and L(K), the report), and the separate
+ensemble stage of --ensemble (members, L(K), plain and distilled students, plot)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ SMALL_STUDY = ["models=[tiny_s,tiny,tiny_m]", "seed_tokens=[8192]",
                "standard.seed_tokens=[8192]", "standard.epochs=[1]", "regularized.epochs.grid=[1]",
                "regularized.epochs.min=1", "regularized.epochs.max=1", "run.val_sequences=4",
                "regularized.weight_decay.grid=[3.2]", "regularized.weight_decay.max=3.2",
-               "regularized.max_runs=1"]
+               "regularized.max_runs=1", "ensemble.k_max=3"]
 SMALL = ["optim.weight_decay=0.1", "data.seed_tokens=16384", "train.epochs=1",
          "train.eval_every=0", "train.ckpt_every=0", "data.val_sequences=4"]
 
@@ -35,11 +35,13 @@ def test_demo_runs_end_to_end_at_small_sizes(data_cache, tmp_path):
                           timeout=900)
     assert done.returncode == 0, (done.stdout[-4000:], done.stderr[-4000:])
     records = [json.loads(p.read_text()) for p in (out / "runs").glob("*/run.json")]
+    # standard (wd 0.1), regularized (wd 3.2), and 2 more members of tiny's ensemble
     assert sorted(r["config"]["model"]["name"] for r in records) == sorted(
-        ["tiny_s", "tiny", "tiny_m"] * 2)  # standard (wd 0.1) and regularized (wd 3.2)
+        ["tiny_s", "tiny", "tiny_m"] * 2 + ["tiny"] * 2)
     assert {r["config"]["optim"]["weight_decay"] for r in records} == {0.1, 3.2}
     assert all(r["status"] == "done" for r in records)
     assert "## Asymptotes" in done.stdout and "regularized (L(N)" in done.stdout
+    assert "| ensemble K -> inf at tiny |" in done.stdout
     fits = json.loads((out / "fits" / "fits.json").read_text())
     assert set(fits["laws_in_N"]) == {"standard", "regularized"}
     assert (out / "report" / "summary.md").is_file()

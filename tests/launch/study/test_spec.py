@@ -69,6 +69,14 @@ def test_empty_grids_are_refused():
     assert load_spec("miniature", ["standard.seed_tokens=[]"]).standard_tokens == [32768]
 
 
+def test_ensemble_models_must_be_sizes_of_the_study_and_hold_the_teacher():
+    assert "['tiny_xl'] not in models" in refused("ensemble.models=[tiny,tiny_xl]")
+    assert "ensemble.models []: empty" in refused("ensemble.models=[]")
+    message = refused("ensemble.models=[tiny_s]", "distill.teacher=tiny_m")
+    assert "the teacher 'tiny_m' is not in ensemble.models ['tiny_s']" in message
+    assert load_spec("miniature", ["ensemble.models=[tiny]"]).ensemble_models == ["tiny"]
+
+
 def test_a_student_larger_than_its_teacher_is_refused():
     message = refused("distill.students=[tiny_l]", "distill.teacher=tiny_m")
     assert "'tiny_l'" in message and "larger than the teacher 'tiny_m'" in message

@@ -131,3 +131,16 @@ def test_cli_run_refuses_parallel_below_one(tmp_path, capsys):
     assert cli.main(["study", "run", "miniature", f"out={tmp_path}", "--parallel", "0"]) == 2
     assert "--parallel 0" in capsys.readouterr().out
     assert not (tmp_path / "runs").exists()
+
+
+def test_ensembles_only_for_the_sizes_ensemble_models_names(tmp_path, placer):
+    spec = load_spec("miniature", [f"out={tmp_path}", *SMALL, "ensemble.models=[tiny_m]"])
+    for _ in range(12):  # certify both cells on the synthetic objective
+        stages = plan_study(spec, placer)
+        todo = [p for s in stages[:2] for p in s.points if p.state == "MISSING"]
+        if not todo:
+            break
+        finish(todo)
+    members = stage(plan_study(spec, placer), "ensemble").points
+    assert members and {p.label.split()[0] for p in members} == {"tiny_m"}
+    assert len(members) == spec.ensemble.k_max - 1  # the optimum itself is member 0
