@@ -65,6 +65,7 @@ def run_study(spec: StudySpec, placer, launch: Callable[[StudyPoint], bool],
     attempted: set = set()
     outcome = Outcome([])
     stage_of: dict[int, str] = {}
+    started: dict[tuple, int] = {}  # points started per (stage, model, D), for fair turns
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         # Threads only wait on child processes; results are reported as they finish.
         running: dict = {}
@@ -73,7 +74,7 @@ def run_study(spec: StudySpec, placer, launch: Callable[[StudyPoint], bool],
             budget = None if max_runs is None else max_runs - len(outcome.ran) - len(running)
             if not outcome.failed and (budget is None or budget > 0):
                 for stage, point in next_points(stages, only, attempted,
-                                                parallel - len(running), budget):
+                                                parallel - len(running), budget, started):
                     say(f"  start  {stage.name}: {point.label}")
                     attempted.add(tuple(point.overrides))
                     stage_of[id(point)] = stage.name
@@ -106,18 +107,27 @@ def run_study(spec: StudySpec, placer, launch: Callable[[StudyPoint], bool],
 
 
 def next_points(stages: list[Stage], only: set[str] | None, attempted: set, free: int,
-                budget: int | None) -> list[tuple[Stage, StudyPoint]]:
-    """Up to `free` (and `budget`) points to start now, earliest stage first."""
+                budget: int | None, started: dict | None = None) -> list[tuple[Stage, StudyPoint]]:
+    """Up to `free` (and `budget`) points to start now: earliest stage first and, within a
+    stage, the (model, D) cell with the fewest points started so far (`started`, updated), so
+    that every cell's initial grid runs before any cell's extensions pile up."""
+    started = {} if started is None else started
     picked: list[tuple[Stage, StudyPoint]] = []
     limit = free if budget is None else min(free, budget)
     for stage in stages:
         if only is not None and stage.name not in only:
             continue
-        for point in runnable(stage, attempted):
-            if len(picked) >= limit:
-                return picked
+        waiting = runnable(stage, attempted)
+        while waiting and len(picked) < limit:
+            point = min(waiting, key=lambda p: started.get(_cell(stage, p), 0))
+            waiting.remove(point)
+            started[_cell(stage, point)] = started.get(_cell(stage, point), 0) + 1
             picked.append((stage, point))
     return picked
+
+
+def _cell(stage: Stage, point: StudyPoint) -> tuple:
+    return stage.name, point.meta.get("model"), point.meta.get("D")
 
 
 def write_next_own_output(spec: StudySpec, stages: list[Stage], only: set[str] | None,

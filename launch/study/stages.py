@@ -242,6 +242,8 @@ class Planner:
                       recipes.member(spec, c.model, c.tokens, c.decision.best, i))
                      for i in range(first, spec.ensemble.k_max)]
             points = self._points(items)
+            for p in points:
+                p.meta = {"model": c.model, "D": c.tokens}
             stage.points += points
             ensembles[(c.model, c.tokens)] = ([optimum] if first else []) + points
         return stage, ensembles

@@ -45,7 +45,7 @@ def test_run_goes_stage_by_stage_stops_on_failure_and_resumes(tmp_path, placer):
     first = FakeLauncher(fail={broken})
     out = run_study(spec, placer, first, only={"standard", "regularized"}, say=lambda s: None)
     # Standard points first, then the regularized grid; the failure ends the run after its batch.
-    assert first.calls[:4] == [p.label for p in out.stages[0].points]
+    assert sorted(first.calls[:4]) == sorted(p.label for p in out.stages[0].points)
     assert [p.label for p in out.failed] == [broken]
     assert "failed in stage regularized" in out.stopped
     reg = out.stages[1]
@@ -65,8 +65,8 @@ def test_run_goes_stage_by_stage_stops_on_failure_and_resumes(tmp_path, placer):
     # job's checks (fabricated members have no checkpoints) and the run says so.
     third = FakeLauncher()
     out = run_study(spec, placer, third, say=lambda s: None)
-    assert third.calls == ["tiny_s D=65536 member 1", "tiny_s D=65536 member 2",
-                           "tiny_m D=65536 member 1", "tiny_m D=65536 member 2"]
+    assert third.calls == ["tiny_s D=65536 member 1", "tiny_m D=65536 member 1",
+                           "tiny_s D=65536 member 2", "tiny_m D=65536 member 2"]
     assert "refused by their jobs' checks" in out.stopped and "ensemble_eval" in out.stopped
 
 
@@ -113,3 +113,11 @@ def test_a_free_worker_takes_the_next_stage_while_a_slow_point_runs(tmp_path, pl
     assert early, launcher.times
     assert max(len([1 for s, e in launcher.times.values() if s <= t < e])
                for t, _ in launcher.times.values()) <= 2  # never more than `parallel` at once
+
+
+def test_cells_take_turns_within_a_stage(tmp_path, placer):
+    spec = load_spec("miniature", [f"out={tmp_path}", *SMALL])
+    launcher = FakeLauncher()
+    run_study(spec, placer, launcher, only={"regularized"}, say=lambda s: None, parallel=1)
+    first = launcher.calls[:4]  # the two cells' initial grids (2 points each), alternating
+    assert [label.split()[0] for label in first] == ["tiny_s", "tiny_m", "tiny_s", "tiny_m"]
