@@ -117,7 +117,9 @@ def next_points(stages: list[Stage], only: set[str] | None, attempted: set, free
     for stage in stages:
         if only is not None and stage.name not in only:
             continue
-        waiting = runnable(stage, attempted)
+        # A point two stages share (a standard run on the regularized grid) is started once.
+        taken = set(attempted) | {tuple(p.overrides) for _, p in picked}
+        waiting = runnable(stage, taken)
         while waiting and len(picked) < limit:
             point = min(waiting, key=lambda p: started.get(_cell(stage, p), 0))
             waiting.remove(point)

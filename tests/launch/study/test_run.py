@@ -121,3 +121,22 @@ def test_cells_take_turns_within_a_stage(tmp_path, placer):
     run_study(spec, placer, launcher, only={"regularized"}, say=lambda s: None, parallel=1)
     first = launcher.calls[:4]  # the two cells' initial grids (2 points each), alternating
     assert [label.split()[0] for label in first] == ["tiny_s", "tiny_m", "tiny_s", "tiny_m"]
+
+
+def test_a_point_two_stages_share_runs_once(tmp_path, placer):
+    # The standard run (wd 0.8, 16 epochs) is also on the regularized grid: one folder, one run.
+    spec = load_spec("miniature", [f"out={tmp_path}", *SMALL, "standard.epochs=[16]",
+                                   "standard.weight_decay=0.8"])
+    folders = []
+
+    class Recording(FakeLauncher):
+        def __call__(self, point) -> bool:
+            folders.append(point.folder)
+            return super().__call__(point)
+
+    out = run_study(spec, placer, Recording(), only={"standard", "regularized"},
+                    say=lambda s: None, parallel=4)
+    assert not out.failed
+    shared = {p.folder for p in out.stages[0].points}
+    assert shared <= {p.folder for p in out.stages[1].points}  # the premise
+    assert len(folders) == len(set(folders)), folders
