@@ -69,7 +69,7 @@ def run_slice(out: Path, study_overrides: list[str], parallel: int) -> int:
                             say=lambda line: print(line, flush=True))
         stages = plan_study(spec, placer)
     if outcome.failed or outcome.stopped:
-        print(format_plan(stages[:len(DEMO_STAGES)], points=True))
+        print(format_plan([s for s in stages if s.name in DEMO_STAGES], points=True))
         print(f"\nthe demo's runs did not all finish ({outcome.stopped}); logs in {out / 'logs'}")
         return 1
     write_study_fits(spec, stages)

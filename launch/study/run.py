@@ -5,8 +5,8 @@ type can run.
 Every point runs as `asymptote-train <its overrides>` would, in its content-addressed run folder,
 so a second `study run` skips everything that finished and runs only what is missing or
 failed. A point that fails is not retried within the same invocation: the points already
-running are finished, then the run stops and says which points failed (fix, then run again). When every
-input of the fits stage is done, it is computed here (fits.py: <out>/fits/fits.json), and
+running are finished, then the run stops and says which points failed (fix, then run again).
+When every input of the fits stage is done, it is computed here (fits.py: <out>/fits/fits.json), and
 then the report (report.py: <out>/report/summary.md, plots, TensorBoard).
 """
 
@@ -64,11 +64,11 @@ def run_study(spec: StudySpec, placer, launch: Callable[[StudyPoint], bool],
                                   "plan` lists by hand")
     attempted: set = set()
     outcome = Outcome([])
-    stage_of: dict[int, str] = {}
     started: dict[tuple, int] = {}  # points started per (stage, model, D), for fair turns
+    failed_stages: set[str] = set()
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         # Threads only wait on child processes; results are reported as they finish.
-        running: dict = {}
+        running: dict = {}  # future -> (stage name, point)
         while True:
             stages = outcome.stages = plan_study(spec, placer)
             budget = None if max_runs is None else max_runs - len(outcome.ran) - len(running)
@@ -77,13 +77,12 @@ def run_study(spec: StudySpec, placer, launch: Callable[[StudyPoint], bool],
                                                 parallel - len(running), budget, started):
                     say(f"  start  {stage.name}: {point.label}")
                     attempted.add(tuple(point.overrides))
-                    stage_of[id(point)] = stage.name
-                    running[pool.submit(_timed, launch, point)] = point
+                    running[pool.submit(_timed, launch, point)] = (stage.name, point)
             if not running:
                 if outcome.failed:
-                    names = sorted({stage_of[id(p)] for p in outcome.failed})
                     outcome.stopped = (f"{len(outcome.failed)} point(s) failed in stage "
-                                       f"{', '.join(names)}; see `asymptote study status`, "
+                                       f"{', '.join(sorted(failed_stages))}; see "
+                                       "`asymptote study status`, "
                                        "fix, and run again")
                     return outcome
                 if max_runs is not None and len(outcome.ran) >= max_runs:
@@ -96,22 +95,21 @@ def run_study(spec: StudySpec, placer, launch: Callable[[StudyPoint], bool],
                 return outcome
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
-                point = running.pop(future)
+                name, point = running.pop(future)
                 ok, seconds = future.result()
                 outcome.ran.append(point)
-                say(f"  {'done  ' if ok else 'FAILED'} {stage_of[id(point)]}: {point.label} "
-                    f"({seconds:.0f} s)"
+                say(f"  {'done  ' if ok else 'FAILED'} {name}: {point.label} ({seconds:.0f} s)"
                     f"  [{point.folder.name}]")
                 if not ok:
                     outcome.failed.append(point)
+                    failed_stages.add(name)
 
 
 def next_points(stages: list[Stage], only: set[str] | None, attempted: set, free: int,
-                budget: int | None, started: dict | None = None) -> list[tuple[Stage, StudyPoint]]:
+                budget: int | None, started: dict) -> list[tuple[Stage, StudyPoint]]:
     """Up to `free` (and `budget`) points to start now: earliest stage first and, within a
     stage, the (model, D) cell with the fewest points started so far (`started`, updated), so
     that every cell's initial grid runs before any cell's extensions pile up."""
-    started = {} if started is None else started
     picked: list[tuple[Stage, StudyPoint]] = []
     limit = free if budget is None else min(free, budget)
     for stage in stages:
